@@ -1,0 +1,189 @@
+import { parseArgs } from 'node:util';
+import {
+  ConfigError,
+  SERVICE_NAMES,
+  communityFileSchema,
+  createDatabase,
+  describeIssues,
+  loadService,
+  migrate,
+  parseOrThrow,
+  readYamlFile,
+  runService,
+  schemaFor,
+  startTracing,
+} from '@hubside/service-kit';
+import type { RunningService, ServiceDefinition, ServiceName } from '@hubside/service-kit';
+import closeWithGrace from 'close-with-grace';
+
+const USAGE = `Usage: hubside <command> [options]
+
+Commands:
+  auth-bridge | profile-api | usage-collector | data-gateway
+                          Start one service from the hub's environment
+                          (JUPYTERHUB_SERVICE_URL, JUPYTERHUB_API_TOKEN, ...), as a
+                          hub-managed service does: 'command': ['npx', 'hubside', 'profile-api']
+  start [--config FILE]   Start all four services on 127.0.0.1, ports 9101-9104
+                          (HUBSIDE_PORT_BASE changes the first port)
+  check-config FILE       Validate a community config file and print every problem
+  migrate [SERVICE...]    Apply database migrations (all services by default)
+  help                    Show this text
+
+Environment: HUBSIDE_CONFIG (community file), DATABASE_URL (PostgreSQL; otherwise embedded
+PGlite in HUBSIDE_DATA_DIR, default .hubside/data), JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN
+(the hub to use), HUBSIDE_LOG_LEVEL.
+`;
+
+// Loaded lazily: tracing must start before the HTTP stack is imported.
+async function definition(name: ServiceName): Promise<ServiceDefinition> {
+  switch (name) {
+    case 'auth-bridge':
+      return (await import('@hubside/auth-bridge')).service;
+    case 'profile-api':
+      return (await import('@hubside/profile-api')).service;
+    case 'usage-collector':
+      return (await import('@hubside/usage-collector')).service;
+    case 'data-gateway':
+      return (await import('@hubside/data-gateway')).service;
+  }
+}
+
+function isServiceName(value: string | undefined): value is ServiceName {
+  return (SERVICE_NAMES as readonly string[]).includes(value ?? '');
+}
+
+// Variables that describe one hub-managed service; `start` runs four, so it must not share them.
+const SINGLE_SERVICE_VARS = [
+  'JUPYTERHUB_SERVICE_NAME',
+  'JUPYTERHUB_SERVICE_URL',
+  'JUPYTERHUB_SERVICE_PREFIX',
+  'JUPYTERHUB_CLIENT_ID',
+  'JUPYTERHUB_OAUTH_CALLBACK_URL',
+  'JUPYTERHUB_OAUTH_ACCESS_SCOPES',
+  'HUBSIDE_PORT',
+];
+
+async function startOne(name: ServiceName): Promise<number> {
+  const tracing = await startTracing(name);
+  const running = await runService(await definition(name));
+  running.app.addHook('onClose', async () => {
+    await tracing?.shutdown();
+  });
+  running.app.log.info({ url: running.url }, `${name} listening`);
+  return 0;
+}
+
+async function startAll(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string' } }, strict: true });
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const key of SINGLE_SERVICE_VARS) delete env[key];
+  if (values.config) env.HUBSIDE_CONFIG = values.config;
+  const base = Number(env.HUBSIDE_PORT_BASE ?? 9101);
+  if (!Number.isInteger(base) || base < 1 || base > 65_531) {
+    throw new ConfigError('environment', [`HUBSIDE_PORT_BASE: must be a port number, got ${JSON.stringify(env.HUBSIDE_PORT_BASE)}`]);
+  }
+  const defs = await Promise.all(SERVICE_NAMES.map((n) => definition(n)));
+  // Validate every section before starting anything, so one typo doesn't leave half a system up.
+  defs.forEach((def, i) => loadService(def, env, { port: base + i }));
+  const tracing = await startTracing('hubside', env);
+  const running: RunningService[] = [];
+  try {
+    for (const [i, def] of defs.entries()) {
+      running.push(await runService(def, { env, defaults: { port: base + i }, handleSignals: false }));
+    }
+  } catch (err) {
+    await Promise.allSettled(running.map((r) => r.close()));
+    throw err;
+  }
+  closeWithGrace({ delay: 10_000 }, async () => {
+    await Promise.allSettled(running.map((r) => r.close()));
+    await tracing?.shutdown();
+  });
+  const hub = env.JUPYTERHUB_API_URL ? `using the hub at ${env.JUPYTERHUB_API_URL}` : 'no hub connected (set JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN)';
+  process.stdout.write(`\nHubside is running, ${hub}:\n`);
+  for (const [i, r] of running.entries()) {
+    process.stdout.write(`  ${SERVICE_NAMES[i]!.padEnd(16)} ${r.url}   (health: ${r.url}health)\n`);
+  }
+  process.stdout.write('\n');
+  return 0;
+}
+
+async function checkConfig(args: string[]): Promise<number> {
+  const file = args[0];
+  if (!file || args.length > 1) {
+    process.stderr.write('Usage: hubside check-config FILE\n');
+    return 64;
+  }
+  const problems: string[] = [];
+  let doc: Record<string, unknown> = {};
+  try {
+    doc = parseOrThrow(communityFileSchema, readYamlFile(file), file) as Record<string, unknown>;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    problems.push(...err.issues);
+  }
+  if (problems.length === 0) {
+    for (const name of SERVICE_NAMES) {
+      const def = await definition(name);
+      const result = def.configSchema.safeParse(doc[name] ?? {});
+      if (!result.success) problems.push(...describeIssues(result.error, name));
+    }
+  }
+  if (problems.length > 0) {
+    process.stderr.write(`${file}: ${problems.length} problem${problems.length > 1 ? 's' : ''}\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
+    return 1;
+  }
+  process.stdout.write(`${file}: OK\n`);
+  return 0;
+}
+
+async function migrateCommand(args: string[]): Promise<number> {
+  const names = args.length > 0 ? args : [...SERVICE_NAMES];
+  const unknown = names.filter((n) => !isServiceName(n));
+  if (unknown.length > 0) {
+    process.stderr.write(`Unknown service${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}. Choose from ${SERVICE_NAMES.join(', ')}.\n`);
+    return 64;
+  }
+  for (const name of names as ServiceName[]) {
+    const def = await definition(name);
+    const { settings } = loadService(def, process.env);
+    const database = await createDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, schema: schemaFor(name) });
+    try {
+      const { applied } = await migrate(database, def.migrations ?? {});
+      process.stdout.write(`${name}: ${applied.length === 0 ? 'up to date' : `applied ${applied.join(', ')}`} (${database.kind})\n`);
+    } finally {
+      await database.destroy();
+    }
+  }
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number | undefined> {
+  const [command, ...rest] = argv;
+  try {
+    if (isServiceName(command)) return await startOne(command);
+    switch (command) {
+      case 'start':
+        return await startAll(rest);
+      case 'check-config':
+        return await checkConfig(rest);
+      case 'migrate':
+        return await migrateCommand(rest);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE);
+        return command === undefined ? 64 : 0;
+      default:
+        process.stderr.write(`Unknown command "${command}".\n\n${USAGE}`);
+        return 64;
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+}

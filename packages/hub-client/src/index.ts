@@ -1,0 +1,11 @@
+export { HubClient } from './hub-client.js';
+export type { HubCallEvent, HubClientOptions } from './hub-client.js';
+export { hubAuth, safeNext, tokenFromHeader } from './hub-auth.js';
+export type { HubAuthOptions, HubOAuthOptions, RouteAuth } from './hub-auth.js';
+export { IdentityCache, tokenKey } from './identity-cache.js';
+export type { CacheResult, IdentityCacheOptions } from './identity-cache.js';
+export { anyScopeSatisfied, defaultAccessScopes, parseScope, scopeSatisfied } from './scopes.js';
+export type { ParsedScope, ScopeContext } from './scopes.js';
+export * from './errors.js';
+export { toIdentity } from './models.js';
+export type * from './models.js';

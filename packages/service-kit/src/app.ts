@@ -1,0 +1,157 @@
+import { hkdfSync } from 'node:crypto';
+import { HubClient, defaultAccessScopes, hubAuth } from '@hubside/hub-client';
+import Fastify from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from 'fastify';
+import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { ServiceSettings } from './config.js';
+import { databasePlugin } from './database/index.js';
+import type { MigrationSet } from './database/index.js';
+import { installErrorHandlers } from './errors.js';
+import { loggerOptions } from './logging.js';
+import { createMetrics } from './metrics.js';
+import type { KitMetrics } from './metrics.js';
+
+export interface ServiceKit {
+  settings: ServiceSettings;
+  /** null when no hub is configured (e.g. `npm start` on a laptop). */
+  hub: HubClient | null;
+  metrics: KitMetrics;
+  startedAt: Date;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    kit: ServiceKit;
+  }
+}
+
+export interface CreateServiceAppOptions {
+  settings: ServiceSettings;
+  /** false silences logs (unit tests); a pino instance or options override the default JSON logger. */
+  logger?: boolean | FastifyBaseLogger | FastifyServerOptions['logger'];
+  version?: string;
+  /** Collect process metrics (off in unit tests that build many apps). */
+  defaultMetrics?: boolean;
+  /** The service's own database schema and migrations, applied at start. */
+  database?: { schema: string; migrations: MigrationSet };
+}
+
+export type ServiceApp = FastifyInstance & { withTypeProvider: FastifyInstance['withTypeProvider'] };
+
+// Generous for APIs and spawn forms, small enough that a hostile body can't hurt.
+const BODY_LIMIT = 1024 * 1024;
+
+function cookieSecrets(settings: ServiceSettings): string[] {
+  if (settings.cookieSecrets && settings.cookieSecrets.length > 0) return settings.cookieSecrets;
+  // Replicas share the hub token, so a key derived from it verifies cookies across them all.
+  const key = hkdfSync('sha256', settings.hub!.token, 'hubside-cookie-v1', `${settings.name}:${settings.oauth!.clientId}`, 32);
+  return [Buffer.from(key).toString('base64url')];
+}
+
+/**
+ * A Fastify instance with everything a Hubside service shares: JSON logging with redaction,
+ * zod validation, the error format, metrics, health, and hub authentication.
+ */
+export async function createServiceApp(opts: CreateServiceAppOptions): Promise<FastifyInstance> {
+  const { settings } = opts;
+  const metrics = createMetrics(settings.name, { defaultMetrics: opts.defaultMetrics ?? true });
+  const hub = settings.hub
+    ? new HubClient({
+        apiUrl: settings.hub.apiUrl,
+        token: settings.hub.token,
+        timeoutMs: settings.hub.timeoutMs,
+        observe: (event) => metrics.observeHubCall(event),
+      })
+    : null;
+
+  const logger = opts.logger === undefined || opts.logger === true ? loggerOptions({ level: settings.logLevel, service: settings.name }) : opts.logger;
+  const isInstance = typeof logger === 'object' && logger !== null && 'child' in logger && typeof logger.child === 'function';
+  const app = Fastify({
+    ...(isInstance ? { loggerInstance: logger as FastifyBaseLogger } : { logger: logger as FastifyServerOptions['logger'] }),
+    trustProxy: settings.trustProxy,
+    bodyLimit: BODY_LIMIT,
+    // Slow clients (slowloris) are cut off rather than holding sockets open forever.
+    requestTimeout: 30_000,
+    connectionTimeout: 60_000,
+    keepAliveTimeout: 65_000,
+    return503OnClosing: true,
+    routerOptions: { maxParamLength: 500 },
+    genReqId: () => crypto.randomUUID(),
+  }).withTypeProvider<ZodTypeProvider>();
+
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  installErrorHandlers(app);
+
+  app.decorate('kit', { settings, hub, metrics, startedAt: new Date() });
+
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.httpDuration.observe(
+      { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+  app.addHook('onClose', async () => {
+    await hub?.close();
+  });
+
+  if (opts.database) {
+    await app.register(databasePlugin, {
+      databaseUrl: settings.databaseUrl,
+      dataDir: settings.dataDir,
+      schema: opts.database.schema,
+      migrations: opts.database.migrations,
+    });
+  }
+
+  await app.register(hubAuth, {
+    hub,
+    prefix: settings.prefix,
+    accessScopes: settings.accessScopes ?? defaultAccessScopes({}, settings.name),
+    cacheTtlMs: settings.authCacheTtlMs,
+    onCacheResult: (result) => metrics.observeCache(result),
+    ...(settings.oauth && hub
+      ? { oauth: { ...settings.oauth, secrets: cookieSecrets(settings), secureCookies: 'auto' as const } }
+      : {}),
+  });
+
+  app.get(`${settings.prefix}health`, { config: { auth: false } }, async () => ({
+    status: 'ok',
+    service: settings.name,
+    version: opts.version ?? '0.0.0',
+    uptimeSeconds: Math.round((Date.now() - app.kit.startedAt.getTime()) / 1000),
+    hub: hub ? 'configured' : 'not configured',
+  }));
+
+  app.get(
+    `${settings.prefix}metrics`,
+    // Like the hub's own /hub/metrics: a token with read:metrics unless opened explicitly.
+    { config: { auth: settings.metricsPublic ? false : { access: false, scopes: ['read:metrics'] } } },
+    async (_request, reply) => {
+      const body = await metrics.registry.metrics();
+      return reply.type(metrics.registry.contentType).send(body);
+    },
+  );
+
+  app.get(
+    `${settings.prefix}api/whoami`,
+    { schema: { response: { 200: whoamiSchema } } },
+    async (request) => {
+      const user = request.hubUser!;
+      return { kind: user.kind, name: user.name, admin: user.admin, groups: user.groups, scopes: user.scopes };
+    },
+  );
+
+  return app;
+}
+
+/** The caller's hub identity, as every service reports it at `{prefix}api/whoami`. */
+export const whoamiSchema = z.object({
+  kind: z.enum(['user', 'service']),
+  name: z.string(),
+  admin: z.boolean(),
+  groups: z.array(z.string()),
+  scopes: z.array(z.string()),
+});

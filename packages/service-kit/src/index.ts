@@ -1,0 +1,25 @@
+export { createServiceApp, whoamiSchema } from './app.js';
+export type { CreateServiceAppOptions, ServiceKit } from './app.js';
+export {
+  ConfigError,
+  SERVICE_NAMES,
+  communityFileSchema,
+  describeIssues,
+  envSchema,
+  loadSection,
+  parseOrThrow,
+  readYamlFile,
+  resolveSettings,
+  schemaFor,
+} from './config.js';
+export type { ServiceEnv, ServiceName, ServiceSettings, SettingsDefaults } from './config.js';
+export { createError, errorBody, installErrorHandlers } from './errors.js';
+export type { ErrorBody } from './errors.js';
+export { REDACT_PATHS, loggerOptions, redactUrl } from './logging.js';
+export { createMetrics } from './metrics.js';
+export type { KitMetrics } from './metrics.js';
+export { exitOnConfigError, loadService, runService } from './service.js';
+export type { BuildOptions, RunOptions, RunningService, ServiceDefinition } from './service.js';
+export { startTracing, tracingRequested } from './tracing.js';
+export type { Tracing } from './tracing.js';
+export * from './database/index.js';

@@ -1,0 +1,79 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { LoggerOptions } from 'pino';
+
+/**
+ * Paths pino replaces with "[redacted]". Header names, credential-bearing fields at any of the
+ * first two levels of a log object, and the usual secret names in config dumps.
+ */
+const SECRET_KEYS = [
+  'token',
+  'apiToken',
+  'api_token',
+  'access_token',
+  'refresh_token',
+  'id_token',
+  'client_secret',
+  'clientSecret',
+  'password',
+  'secret',
+  'secrets',
+  'cookieSecret',
+  'authorization',
+  'cookie',
+  'SecretAccessKey',
+  'SessionToken',
+  'sessionToken',
+  'secretAccessKey',
+  'databaseUrl',
+  'DATABASE_URL',
+  'JUPYTERHUB_API_TOKEN',
+];
+
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["x-auth-token"]',
+  'res.headers["set-cookie"]',
+  ...SECRET_KEYS,
+  ...SECRET_KEYS.map((k) => `*.${k}`),
+  ...SECRET_KEYS.map((k) => `*.*.${k}`),
+];
+
+// Query parameters that carry credentials or one-time codes (OAuth callback, ?token=...).
+const SECRET_QUERY = /([?&](?:token|code|state|access_token|id_token|refresh_token|client_secret|sig|signature|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)=)[^&#]*/gi;
+
+/** A URL fit for logs: credential-bearing query values are replaced. */
+export function redactUrl(url: string): string {
+  return url.replace(SECRET_QUERY, '$1[redacted]');
+}
+
+export function loggerOptions(opts: { level: string; service: string }): LoggerOptions {
+  return {
+    level: opts.level,
+    base: { service: opts.service },
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    serializers: {
+      req(req: FastifyRequest) {
+        return {
+          method: req.method,
+          url: redactUrl(req.url),
+          remoteAddress: req.ip,
+          reqId: req.id,
+        };
+      },
+      res(res: FastifyReply) {
+        return { statusCode: res.statusCode };
+      },
+      err(err: Error & { code?: string; statusCode?: number }) {
+        // No stack traces for client errors: they are not bugs and stacks can carry request data.
+        const client = typeof err.statusCode === 'number' && err.statusCode < 500;
+        return {
+          type: err.name,
+          message: redactUrl(err.message),
+          code: err.code,
+          ...(client ? {} : { stack: err.stack }),
+        };
+      },
+    },
+  };
+}

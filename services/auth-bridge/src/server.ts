@@ -1,0 +1,14 @@
+import { exitOnConfigError, runService, startTracing } from '@hubside/service-kit';
+
+// Tracing first, so the HTTP stack is instrumented when the service module loads it.
+const tracing = await startTracing('auth-bridge');
+const { service } = await import('./app.js');
+try {
+  const running = await runService(service);
+  running.app.addHook('onClose', async () => {
+    await tracing?.shutdown();
+  });
+  running.app.log.info({ url: running.url }, 'auth-bridge listening');
+} catch (err) {
+  exitOnConfigError(err);
+}
