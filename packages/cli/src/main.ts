@@ -13,7 +13,7 @@ import {
   schemaFor,
   startTracing,
 } from '@hubside/service-kit';
-import type { RunningService, ServiceDefinition, ServiceName } from '@hubside/service-kit';
+import type { ServiceDefinition, ServiceName } from '@hubside/service-kit';
 import closeWithGrace from 'close-with-grace';
 
 const USAGE = `Usage: hubside <command> [options]
@@ -65,10 +65,7 @@ const SINGLE_SERVICE_VARS = [
 
 async function startOne(name: ServiceName): Promise<number> {
   const tracing = await startTracing(name);
-  const running = await runService(await definition(name));
-  running.app.addHook('onClose', async () => {
-    await tracing?.shutdown();
-  });
+  const running = await runService(await definition(name), { onClose: async () => tracing?.shutdown() });
   running.app.log.info({ url: running.url }, `${name} listening`);
   return 0;
 }
@@ -86,14 +83,15 @@ async function startAll(args: string[]): Promise<number> {
   // Validate every section before starting anything, so one typo doesn't leave half a system up.
   defs.forEach((def, i) => loadService(def, env, { port: base + i }));
   const tracing = await startTracing('hubside', env);
-  const running: RunningService[] = [];
-  try {
-    for (const [i, def] of defs.entries()) {
-      running.push(await runService(def, { env, defaults: { port: base + i }, handleSignals: false }));
-    }
-  } catch (err) {
+  // In parallel: each opens its own embedded database, which is most of the start-up time.
+  const started = await Promise.allSettled(
+    defs.map((def, i) => runService(def, { env, defaults: { port: base + i }, handleSignals: false })),
+  );
+  const running = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
     await Promise.allSettled(running.map((r) => r.close()));
-    throw err;
+    throw failed.reason;
   }
   closeWithGrace({ delay: 10_000 }, async () => {
     await Promise.allSettled(running.map((r) => r.close()));

@@ -1,5 +1,6 @@
 import { hkdfSync } from 'node:crypto';
 import { HubClient, defaultAccessScopes, hubAuth } from '@hubside/hub-client';
+import escapeHtml from 'escape-html';
 import Fastify from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
@@ -34,6 +35,8 @@ export interface CreateServiceAppOptions {
   version?: string;
   /** Collect process metrics (off in unit tests that build many apps). */
   defaultMetrics?: boolean;
+  /** Serve a minimal signed-in page at `{prefix}`; services with their own UI turn it off. */
+  landingPage?: boolean;
   /** The service's own database schema and migrations, applied at start. */
   database?: { schema: string; migrations: MigrationSet };
 }
@@ -143,6 +146,22 @@ export async function createServiceApp(opts: CreateServiceAppOptions): Promise<F
       return { kind: user.kind, name: user.name, admin: user.admin, groups: user.groups, scopes: user.scopes };
     },
   );
+
+  if (opts.landingPage ?? true) {
+    app.get(settings.prefix, { config: { auth: { browser: true } } }, async (request, reply) => {
+      const user = request.hubUser!;
+      const name = escapeHtml(user.name);
+      return reply
+        .type('text/html; charset=utf-8')
+        .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'")
+        .send(
+          `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Hubside ${settings.name}</title>` +
+            `<meta name="viewport" content="width=device-width, initial-scale=1"></head><body>` +
+            `<main><h1>Hubside ${settings.name}</h1><p>Signed in as <strong id="user">${name}</strong>.</p>` +
+            `<p><a href="${settings.prefix}logout">Log out</a></p></main></body></html>`,
+        );
+    });
+  }
 
   return app;
 }

@@ -65,13 +65,13 @@ export function loggerOptions(opts: { level: string; service: string }): LoggerO
         return { statusCode: res.statusCode };
       },
       err(err: Error & { code?: string; statusCode?: number }) {
-        // No stack traces for client errors: they are not bugs and stacks can carry request data.
-        const client = typeof err.statusCode === 'number' && err.statusCode < 500;
+        // Stacks only for bugs: expected errors (4xx, a hub outage's 503) carry a status of their own.
+        const expected = typeof err.statusCode === 'number' && err.statusCode !== 500;
         return {
           type: err.name,
           message: redactUrl(err.message),
           code: err.code,
-          ...(client ? {} : { stack: err.stack }),
+          ...(expected ? {} : { stack: err.stack }),
         };
       },
     },

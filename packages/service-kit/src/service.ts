@@ -27,6 +27,8 @@ export interface RunOptions {
   defaults?: SettingsDefaults;
   /** Installs SIGINT/SIGTERM handling; off when several services share one process. */
   handleSignals?: boolean;
+  /** Runs when the service closes (e.g. flush traces). */
+  onClose?: () => Promise<void>;
 }
 
 export interface RunningService {
@@ -50,11 +52,8 @@ export async function runService<S extends z.ZodType>(def: ServiceDefinition<S>,
   const env = opts.env ?? process.env;
   const { settings, config } = loadService(def, env, opts.defaults);
   const app = await def.build({ settings, config });
-  await app.listen({ host: settings.host, port: settings.port });
-  const address = app.server.address();
-  const port = typeof address === 'object' && address ? address.port : settings.port;
-  const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host;
-  const url = `http://${host}:${port}${settings.prefix}`;
+  // Hooks must be in place before listen(); Fastify refuses them afterwards.
+  if (opts.onClose) app.addHook('onClose', opts.onClose);
   if (opts.handleSignals ?? true) {
     const grace = closeWithGrace({ delay: 10_000 }, async ({ err, signal }) => {
       if (err) app.log.error({ err }, 'shutting down after an error');
@@ -65,6 +64,11 @@ export async function runService<S extends z.ZodType>(def: ServiceDefinition<S>,
       grace.uninstall();
     });
   }
+  await app.listen({ host: settings.host, port: settings.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : settings.port;
+  const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host;
+  const url = `http://${host}:${port}${settings.prefix}`;
   return { app, url, close: () => app.close() };
 }
 

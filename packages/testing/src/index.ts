@@ -1,1 +1,10 @@
-export {};
+export { freePort } from './ports.js';
+export { waitFor } from './poll.js';
+export type { WaitForOptions } from './poll.js';
+export { startHub } from './hub.js';
+export type { ApiResult, HubRole, HubServiceSpec, RunningHub, StartHubOptions } from './hub.js';
+export type { BrowserResponse, HubBrowser } from './browser.js';
+export { isProcessAlive } from './processes.js';
+export type { ProcessInfo } from './processes.js';
+export { DEFAULT_TEST_DATABASE_URL, createTestDatabase } from './database.js';
+export type { TestDatabase, TestDatabaseOptions } from './database.js';

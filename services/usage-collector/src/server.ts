@@ -4,10 +4,7 @@ import { exitOnConfigError, runService, startTracing } from '@hubside/service-ki
 const tracing = await startTracing('usage-collector');
 const { service } = await import('./app.js');
 try {
-  const running = await runService(service);
-  running.app.addHook('onClose', async () => {
-    await tracing?.shutdown();
-  });
+  const running = await runService(service, { onClose: async () => tracing?.shutdown() });
   running.app.log.info({ url: running.url }, 'usage-collector listening');
 } catch (err) {
   exitOnConfigError(err);
