@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   ConfigError,
@@ -8,6 +9,8 @@ import {
   loadService,
   migrate,
   parseOrThrow,
+  PGLITE_TEMPLATE_DIR,
+  pgliteTemplate,
   readYamlFile,
   runService,
   schemaFor,
@@ -82,6 +85,12 @@ async function startAll(args: string[]): Promise<number> {
   const defs = await Promise.all(SERVICE_NAMES.map((n) => definition(n)));
   // Validate every section before starting anything, so one typo doesn't leave half a system up.
   defs.forEach((def, i) => loadService(def, env, { port: base + i }));
+  const first = loadService(defs[0]!, env, { port: base });
+  if (!first.settings.databaseUrl) {
+    // Build the embedded cluster template once, so the four databases are copies of it rather
+    // than four initdb runs competing for the CPU.
+    await pgliteTemplate(join(first.settings.dataDir, PGLITE_TEMPLATE_DIR));
+  }
   const tracing = await startTracing('hubside', env);
   // In parallel: each opens its own embedded database, which is most of the start-up time.
   const started = await Promise.allSettled(

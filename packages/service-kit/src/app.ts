@@ -80,6 +80,8 @@ export async function createServiceApp(opts: CreateServiceAppOptions): Promise<F
     connectionTimeout: 60_000,
     keepAliveTimeout: 65_000,
     return503OnClosing: true,
+    // The first start of an embedded database creates it, which can take a while on a busy laptop.
+    pluginTimeout: 120_000,
     routerOptions: { maxParamLength: 500 },
     genReqId: () => crypto.randomUUID(),
   }).withTypeProvider<ZodTypeProvider>();

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { access, cp, mkdir, mkdtemp, readFile, rename, rm, statfs } from 'node:fs/promises';
-import { createRequire } from 'node:module';
+import { cp, mkdtemp, rm, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
+import { pgliteTemplate } from '@hubside/service-kit';
 import pg from 'pg';
 
 /** The Postgres server tests use when DATABASE_URL is not set but Postgres is asked for. */
@@ -50,7 +50,7 @@ export async function createTestDatabase(opts: TestDatabaseOptions = {}): Promis
   if (engine === 'pglite') {
     try {
       if (opts.schemas?.length) {
-        const template = await pgliteTemplate(root);
+        const template = await pgliteTemplate(join(root, 'hubside-pglite-template'), { slim: true });
         await Promise.all(opts.schemas.map((schema) => cp(template, join(dataDir, schema), { recursive: true })));
       }
     } catch (err) {
@@ -115,50 +115,4 @@ async function scratchRoot(): Promise<string> {
     }
   }
   return tmpdir();
-}
-
-/**
- * An initialised PGlite cluster cached in the scratch directory, one per PGlite version,
- * shared by all test processes. Built in a private directory and renamed into place, so
- * processes racing to build it never see a half-built one.
- */
-async function pgliteTemplate(scratch: string): Promise<string> {
-  const require = createRequire(import.meta.url);
-  const packageDir = dirname(dirname(require.resolve('@electric-sql/pglite')));
-  const { version } = JSON.parse(await readFile(join(packageDir, 'package.json'), 'utf8')) as { version: string };
-  const root = join(scratch, 'hubside-pglite-template');
-  // Bump the suffix whenever the way the template is built changes.
-  const template = join(root, `${version}-1`);
-  if (await exists(join(template, 'PG_VERSION'))) return template;
-
-  await mkdir(root, { recursive: true });
-  const building = await mkdtemp(`${template}.building-`);
-  try {
-    const { PGlite } = await import('@electric-sql/pglite');
-    const pglite = await PGlite.create({ dataDir: building });
-    // A service only ever uses the `postgres` database; without the two template databases a
-    // copy is a third of the files and about three times faster.
-    for (const name of ['template1', 'template0']) {
-      await pglite.exec(`alter database ${name} is_template false`);
-      await pglite.exec(`drop database ${name}`);
-    }
-    await pglite.exec('checkpoint');
-    await pglite.close();
-    await rename(building, template);
-  } catch (err) {
-    // Another process finished first: use its copy.
-    if (!(await exists(join(template, 'PG_VERSION')))) throw err;
-  } finally {
-    await rm(building, { recursive: true, force: true });
-  }
-  return template;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
 }

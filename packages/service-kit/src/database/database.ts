@@ -6,6 +6,7 @@ import pg from 'pg';
 import type { PoolConfig } from 'pg';
 import { PGliteDialect } from './pglite-dialect.js';
 import { lockDataDir } from './pglite-lock.js';
+import { PGLITE_TEMPLATE_DIR, seedFromTemplate } from './pglite-template.js';
 import type { DataDirLock } from './pglite-lock.js';
 
 /** The subset of a pino logger the database layer uses (fastify.log and pino() both fit). */
@@ -316,6 +317,7 @@ async function openPGlite<DB>(opts: CreateDatabaseOptions, logger: DatabaseLogge
   };
 
   try {
+    await seedFromTemplate(location, join(parent, PGLITE_TEMPLATE_DIR));
     pglite = await PGlite.create({ dataDir: location, parsers: pgliteParsers, serializers: pgliteSerializers });
     // PGlite is a single session, so a session-level SET is the search_path of every query.
     await pglite.exec(
