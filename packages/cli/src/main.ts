@@ -8,7 +8,6 @@ import {
   describeIssues,
   loadService,
   migrate,
-  parseOrThrow,
   PGLITE_TEMPLATE_DIR,
   pgliteTemplate,
   readYamlFile,
@@ -79,13 +78,14 @@ async function startAll(args: string[]): Promise<number> {
   for (const key of SINGLE_SERVICE_VARS) delete env[key];
   if (values.config) env.HUBSIDE_CONFIG = values.config;
   const base = Number(env.HUBSIDE_PORT_BASE ?? 9101);
-  if (!Number.isInteger(base) || base < 1 || base > 65_531) {
-    throw new ConfigError('environment', [`HUBSIDE_PORT_BASE: must be a port number, got ${JSON.stringify(env.HUBSIDE_PORT_BASE)}`]);
+  if (!Number.isInteger(base) || base < 0 || base > 65_531) {
+    throw new ConfigError('environment', [`HUBSIDE_PORT_BASE: must be a port number (0 picks free ports), got ${JSON.stringify(env.HUBSIDE_PORT_BASE)}`]);
   }
+  const portOf = (i: number) => (base === 0 ? 0 : base + i);
   const defs = await Promise.all(SERVICE_NAMES.map((n) => definition(n)));
   // Validate every section before starting anything, so one typo doesn't leave half a system up.
-  defs.forEach((def, i) => loadService(def, env, { port: base + i }));
-  const first = loadService(defs[0]!, env, { port: base });
+  defs.forEach((def, i) => loadService(def, env, { port: portOf(i) }));
+  const first = loadService(defs[0]!, env, { port: portOf(0) });
   if (!first.settings.databaseUrl) {
     // Build the embedded cluster template once, so the four databases are copies of it rather
     // than four initdb runs competing for the CPU.
@@ -94,7 +94,7 @@ async function startAll(args: string[]): Promise<number> {
   const tracing = await startTracing('hubside', env);
   // In parallel: each opens its own embedded database, which is most of the start-up time.
   const started = await Promise.allSettled(
-    defs.map((def, i) => runService(def, { env, defaults: { port: base + i }, handleSignals: false })),
+    defs.map((def, i) => runService(def, { env, defaults: { port: portOf(i) }, handleSignals: false })),
   );
   const running = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -122,14 +122,18 @@ async function checkConfig(args: string[]): Promise<number> {
     return 64;
   }
   const problems: string[] = [];
-  let doc: Record<string, unknown> = {};
+  let raw: unknown;
   try {
-    doc = parseOrThrow(communityFileSchema, readYamlFile(file), file) as Record<string, unknown>;
+    raw = readYamlFile(file);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     problems.push(...err.issues);
   }
   if (problems.length === 0) {
+    // Report everything at once: the top level, then each service's section on its own.
+    const top = communityFileSchema.safeParse(raw);
+    if (!top.success) problems.push(...describeIssues(top.error));
+    const doc = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
     for (const name of SERVICE_NAMES) {
       const def = await definition(name);
       const result = def.configSchema.safeParse(doc[name] ?? {});
