@@ -13,9 +13,8 @@ import {
   readYamlFile,
   runService,
   schemaFor,
-  startTracing,
 } from '@hubside/service-kit';
-import type { ServiceDefinition, ServiceName } from '@hubside/service-kit';
+import type { ServiceDefinition, ServiceName, Tracing } from '@hubside/service-kit';
 import closeWithGrace from 'close-with-grace';
 
 const USAGE = `Usage: hubside <command> [options]
@@ -65,14 +64,13 @@ const SINGLE_SERVICE_VARS = [
   'HUBSIDE_PORT',
 ];
 
-async function startOne(name: ServiceName): Promise<number> {
-  const tracing = await startTracing(name);
+async function startOne(name: ServiceName, tracing: Tracing | null): Promise<number> {
   const running = await runService(await definition(name), { onClose: async () => tracing?.shutdown() });
   running.app.log.info({ url: running.url }, `${name} listening`);
   return 0;
 }
 
-async function startAll(args: string[]): Promise<number> {
+async function startAll(args: string[], tracing: Tracing | null): Promise<number> {
   const { values } = parseArgs({ args, options: { config: { type: 'string' } }, strict: true });
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const key of SINGLE_SERVICE_VARS) delete env[key];
@@ -91,7 +89,6 @@ async function startAll(args: string[]): Promise<number> {
     // than four initdb runs competing for the CPU.
     await pgliteTemplate(join(first.settings.dataDir, PGLITE_TEMPLATE_DIR));
   }
-  const tracing = await startTracing('hubside', env);
   // In parallel: each opens its own embedded database, which is most of the start-up time.
   const started = await Promise.allSettled(
     defs.map((def, i) => runService(def, { env, defaults: { port: portOf(i) }, handleSignals: false })),
@@ -169,13 +166,19 @@ async function migrateCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-export async function main(argv: string[]): Promise<number | undefined> {
+export interface MainOptions {
+  /** Started by the entry point before this module loaded, so the HTTP stack is instrumented. */
+  tracing?: Tracing | null;
+}
+
+export async function main(argv: string[], opts: MainOptions = {}): Promise<number | undefined> {
+  const tracing = opts.tracing ?? null;
   const [command, ...rest] = argv;
   try {
-    if (isServiceName(command)) return await startOne(command);
+    if (isServiceName(command)) return await startOne(command, tracing);
     switch (command) {
       case 'start':
-        return await startAll(rest);
+        return await startAll(rest, tracing);
       case 'check-config':
         return await checkConfig(rest);
       case 'migrate':

@@ -189,3 +189,31 @@ describe('hubside start', () => {
     await expect(fetch(`${urls[0]}health`)).rejects.toThrow();
   });
 });
+
+describe('tracing from the standard OTEL_* environment', () => {
+  it('exports a span per request, with credentials redacted from the URL', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'hubside-otel-'));
+    const child = spawn(process.execPath, [BIN, 'profile-api'], {
+      env: cleanEnv({ OTEL_TRACES_EXPORTER: 'console', HUBSIDE_PORT: '0', HUBSIDE_DATA_DIR: dataDir, HUBSIDE_LOG_LEVEL: 'info' }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      const url = await waitFor(async () => /"url":"(http:\/\/[^"]+\/services\/profile-api\/)"/.exec(stdout)?.[1], {
+        timeoutMs: 30_000,
+        intervalMs: 100,
+        what: 'profile-api to log its URL',
+      });
+      const res = await fetch(`${url}api/whoami?token=secret-in-the-url&page=2`);
+      expect(res.status).toBe(503); // no hub configured
+      await waitFor(async () => stdout.includes('@opentelemetry/instrumentation-http'), { timeoutMs: 10_000, intervalMs: 50, what: 'a span on stdout' });
+      expect(stdout).toContain('/services/profile-api/api/whoami?token=[redacted]&page=2');
+      expect(stdout).not.toContain('secret-in-the-url');
+    } finally {
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    }
+  });
+});

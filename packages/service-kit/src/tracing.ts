@@ -1,3 +1,5 @@
+import { redactUrl } from './logging.js';
+
 /**
  * OpenTelemetry from the standard OTEL_* environment. Nothing is loaded unless tracing is
  * asked for, so a laptop start pays nothing for it.
@@ -29,6 +31,14 @@ export async function startTracing(serviceName: string, env: NodeJS.ProcessEnv =
       new HttpInstrumentation({
         // Health and metrics scrapes would drown the traces that matter.
         ignoreIncomingRequestHook: (req) => /\/(health|metrics)$/.test((req.url ?? '').split('?')[0] ?? ''),
+        // A token in a query string must not reach the trace backend either.
+        requestHook: (span, req) => {
+          if (!('headers' in req) || typeof (req as { url?: unknown }).url !== 'string') return;
+          const url = (req as { url: string }).url;
+          const host = req.headers.host ?? 'localhost';
+          span.setAttribute('http.target', redactUrl(url));
+          span.setAttribute('http.url', redactUrl(`http://${host}${url}`));
+        },
       }),
       new UndiciInstrumentation(),
     ],

@@ -1,7 +1,8 @@
-import { exitOnConfigError, runService, startTracing } from '@hubside/service-kit';
+import { startTracing } from '@hubside/service-kit/tracing';
 
 // Tracing first, so the HTTP stack is instrumented when the service module loads it.
 const tracing = await startTracing('usage-collector');
+const { exitOnConfigError, runService } = await import('@hubside/service-kit');
 const { service } = await import('./app.js');
 try {
   const running = await runService(service, { onClose: async () => tracing?.shutdown() });
