@@ -158,10 +158,10 @@ async function hubAuthPlugin(fastify: FastifyInstance, opts: HubAuthOptions): Pr
     return undefined;
   }
 
-  async function redirectToLogin(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  /** Start the hub's OAuth flow; after login the browser comes back to `next` (inside our prefix). */
+  async function redirectToLogin(request: FastifyRequest, reply: FastifyReply, next: string): Promise<FastifyReply> {
     if (!oauth || !signState) throw new AuthRequiredError();
     const state = randomBytes(24).toString('base64url');
-    const next = safeNext(request.url, prefix);
     const stateJwt = signState({ st: state, next });
     reply.setCookie(stateCookieName!, stateJwt, cookieOptions(request, { maxAge: STATE_TTL_S }));
     const target = new URL(oauth.authorizeUrl, 'http://placeholder.invalid');
@@ -181,7 +181,7 @@ async function hubAuthPlugin(fastify: FastifyInstance, opts: HubAuthOptions): Pr
     const rule: RouteAuth = auth ?? {};
     const creds = credentials(request);
     if (!creds) {
-      if (rule.browser && oauth && SAFE_METHODS.has(request.method)) return redirectToLogin(request, reply);
+      if (rule.browser && oauth && SAFE_METHODS.has(request.method)) return redirectToLogin(request, reply, safeNext(request.url, prefix));
       throw new AuthRequiredError();
     }
     if (creds.fromCookie && !SAFE_METHODS.has(request.method)) {
@@ -195,7 +195,7 @@ async function hubAuthPlugin(fastify: FastifyInstance, opts: HubAuthOptions): Pr
     const identity = await cache.get(creds.token);
     if (!identity) {
       if (creds.fromCookie && rule.browser && oauth && SAFE_METHODS.has(request.method)) {
-        return redirectToLogin(request, reply);
+        return redirectToLogin(request, reply, safeNext(request.url, prefix));
       }
       throw new InvalidTokenError();
     }
@@ -259,10 +259,7 @@ async function hubAuthPlugin(fastify: FastifyInstance, opts: HubAuthOptions): Pr
   });
 
   fastify.get(`${prefix}login`, { config: { auth: false } }, async (request, reply) => {
-    const next = safeNext((request.query as Record<string, unknown>).next, prefix);
-    // Reuse the browser redirect with the requested page as the destination.
-    const proxied = Object.create(request, { url: { value: next } }) as FastifyRequest;
-    return redirectToLogin(proxied, reply);
+    return redirectToLogin(request, reply, safeNext((request.query as Record<string, unknown>).next, prefix));
   });
 
   fastify.get(`${prefix}logout`, { config: { auth: false } }, async (request, reply) => {
