@@ -44,8 +44,8 @@ const LOGGING = {
 };
 
 const SETTINGS = {
-  full: { warmSeconds: 10, warmupSeconds: 2, rounds: 3, connections: 50, proxySeconds: 5, stormTokens: 500, oneTokenRequests: 500, users: 10 },
-  quick: { warmSeconds: 3, warmupSeconds: 1, rounds: 1, connections: 50, proxySeconds: 2, stormTokens: 100, oneTokenRequests: 100, users: 5 },
+  full: { warmSeconds: 10, warmupSeconds: 2, rounds: 3, connections: 50, proxySeconds: 5, stormTokens: 500, oneTokenRequests: 500, stormRounds: 3, users: 10 },
+  quick: { warmSeconds: 3, warmupSeconds: 1, rounds: 1, connections: 50, proxySeconds: 2, stormTokens: 100, oneTokenRequests: 100, stormRounds: 1, users: 5 },
 };
 
 const TOKEN_BATCH = 16;
@@ -106,6 +106,17 @@ function cpuSeconds(pid) {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Machine-wide CPU seconds spent busy (all cores), from /proc/stat. */
+function machineBusySeconds() {
+  try {
+    const [, ...fields] = readFileSync('/proc/stat', 'latin1').split('\n', 1)[0].trim().split(/\s+/);
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = fields.map(Number);
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK;
   } catch {
     return NaN;
   }
@@ -260,10 +271,18 @@ function autocannonRun({ url, token, connections, seconds }) {
 async function warmRun(svc, { token, connections, seconds, url = svc.whoamiUrl, hub }) {
   const hubBefore = hub ? await hubUserCalls(hub) : undefined;
   const cpuBefore = cpuSeconds(svc.pid);
+  const hubCpuBefore = hub ? cpuSeconds(hub.hubProcessPid) : 0;
+  const machineBefore = machineBusySeconds();
   const clientBefore = process.cpuUsage();
+  // CLOCK_MONOTONIC in microseconds: the clock V8 stamps .cpuprofile samples with, so
+  // profile-summary.mjs can cut exactly these seconds out of a --cpu-prof profile.
+  const monotonicStartUs = Number(process.hrtime.bigint() / 1000n);
   const { result, times } = await autocannonRun({ url, token, connections, seconds });
+  const monotonicEndUs = Number(process.hrtime.bigint() / 1000n);
   const client = process.cpuUsage(clientBefore);
   const cpu = cpuSeconds(svc.pid) - cpuBefore;
+  const hubCpu = hub ? cpuSeconds(hub.hubProcessPid) - hubCpuBefore : 0;
+  const machineBusy = machineBusySeconds() - machineBefore;
   const hubAfter = hub ? await hubUserCalls(hub) : undefined;
   const total = result['2xx'] + result.non2xx;
   return {
@@ -282,7 +301,11 @@ async function warmRun(svc, { token, connections, seconds, url = svc.whoamiUrl, 
     serviceCpuSeconds: cpu,
     serviceCpuMicrosPerRequest: total > 0 ? (cpu * 1e6) / total : NaN,
     loadGeneratorCpuSeconds: (client.user + client.system) / 1e6,
+    // Whatever else ran meanwhile (other processes on a shared machine): busy CPU that was neither
+    // the service, the load generator nor the hub.
+    otherCpuSeconds: machineBusy - cpu - (client.user + client.system) / 1e6 - hubCpu,
     hubUserCalls: hubBefore && hubAfter ? hubAfter.total - hubBefore.total : undefined,
+    monotonicUs: [monotonicStartUs, monotonicEndUs],
   };
 }
 
@@ -391,12 +414,12 @@ export async function run(opts = {}) {
       label: 'ours (profile-api, Node)',
       own: true,
       url: `http://127.0.0.1:${oursPort}`,
-      command: [process.execPath, HUBSIDE_BIN, 'profile-api'],
+      // Node refuses --cpu-prof in NODE_OPTIONS, so it goes on the command line.
+      command: [process.execPath, ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []), HUBSIDE_BIN, 'profile-api'],
       environment: {
         HUBSIDE_DATA_DIR: dataDir,
         HUBSIDE_METRICS_PUBLIC: 'true',
         ...LOGGING.hubside,
-        ...(cpuProfDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${cpuProfDir}` } : {}),
       },
       health: 'health',
     },
@@ -420,16 +443,18 @@ export async function run(opts = {}) {
     },
   ];
 
+  const results = { benchmark: name, mode, startedAt: startedAt.toISOString(), machine: host, settings: cfg, logging: LOGGING.summary };
   log(`# hub-auth (${mode}): Hubside's hub authentication vs JupyterHub's HubAuthenticated, one real hub`);
   log(`machine: ${host.hostname}, ${host.cpuModel}, ${host.cores} cores, ${host.memoryGiB} GiB, ${host.os}`);
   log(`software: Node ${host.node}, JupyterHub ${host.jupyterhub} (Python ${host.python}, tornado ${host.tornado}), autocannon ${host.autocannon} (load generator, in this process)`);
   log(`logging: ${LOGGING.summary}`);
+  results.loadAverage = { before: os.loadavg() };
+  log(`load average before start: ${results.loadAverage.before.map((x) => x.toFixed(2)).join(' ')}`);
   log(`services: ${specs.map((s) => `${s.name} ${s.url}`).join(', ')}`);
   if (cpuProfDir) log(`cpu profile of ours: ${cpuProfDir} (written when the service exits)`);
   log();
 
   let hub;
-  const results = { benchmark: name, mode, startedAt: startedAt.toISOString(), machine: host, settings: cfg, logging: LOGGING.summary };
   try {
     const hubStart = performance.now();
     hub = await startHub({
@@ -523,40 +548,65 @@ export async function run(opts = {}) {
     }
     results.proxied = proxied;
 
-    // ---- new-token storm --------------------------------------------------------------------
+    // ---- storms ------------------------------------------------------------------------------
+    // Several rounds, each with fresh tokens, and the order rotates every round (whoever goes
+    // first meets a colder hub); each service's median round by wall time is reported.
     const tokenStart = performance.now();
-    const stormTokens = {};
-    for (const s of all) stormTokens[s.key] = await createTokens(hub, users, cfg.stormTokens, `bench storm ${s.name}`);
-    const oneTokens = {};
-    for (const s of all) {
-      const t = await hub.createToken(users[1 % users.length], { note: `bench one-token ${s.name}` });
-      oneTokens[s.key] = Object.assign(new Array(cfg.oneTokenRequests).fill(t), { owners: new Set([users[1 % users.length]]) });
+    const oneTokenUser = users[1 % users.length];
+    const stormTokens = [];
+    const oneTokens = [];
+    for (let round = 0; round < cfg.stormRounds; round += 1) {
+      const perService = {};
+      const one = {};
+      for (const s of all) {
+        perService[s.key] = await createTokens(hub, users, cfg.stormTokens, `bench storm ${round} ${s.name}`);
+        const t = await hub.createToken(oneTokenUser, { note: `bench one-token ${round} ${s.name}` });
+        one[s.key] = Object.assign(new Array(cfg.oneTokenRequests).fill(t), { owners: new Set([oneTokenUser]) });
+      }
+      stormTokens.push(perService);
+      oneTokens.push(one);
     }
-    log(`created ${fmt.int(all.length * (cfg.stormTokens + 1))} fresh tokens for ${users.length} users in ${fmt.int(performance.now() - tokenStart)} ms`);
+    log(`created ${fmt.int(cfg.stormRounds * all.length * (cfg.stormTokens + 1))} fresh tokens for ${users.length} users in ${fmt.int(performance.now() - tokenStart)} ms`);
 
-    const storms = {};
-    const oneToken = {};
-    for (const s of all) {
-      storms[s.key] = await storm(s, hub, stormTokens[s.key], 'new-token storm');
-      const r = storms[s.key];
-      log(`  storm ${s.name.padEnd(16)} ${r.succeeded}/${r.requests} ok in ${fmt.int(r.wallMs)} ms, ${r.hubUserCalls} hub calls`);
+    const stormRuns = Object.fromEntries(all.map((s) => [s.key, []]));
+    const oneTokenRuns = Object.fromEntries(all.map((s) => [s.key, []]));
+    for (let round = 0; round < cfg.stormRounds; round += 1) {
+      const order = [...all.slice(round % all.length), ...all.slice(0, round % all.length)];
+      for (const s of order) {
+        const r = await storm(s, hub, stormTokens[round][s.key], 'new-token storm');
+        stormRuns[s.key].push(r);
+        log(`  storm round ${round + 1}/${cfg.stormRounds} ${s.name.padEnd(16)} ${r.succeeded}/${r.requests} ok in ${fmt.int(r.wallMs).padStart(6)} ms, p99 ${fmt.ms(r.latencyMs.p99)} ms, ${r.hubUserCalls} hub calls`);
+      }
+      for (const s of order) {
+        const r = await storm(s, hub, oneTokens[round][s.key], 'one-new-token storm');
+        oneTokenRuns[s.key].push(r);
+        log(`  one-token round ${round + 1}/${cfg.stormRounds} ${s.name.padEnd(16)} ${r.succeeded}/${r.requests} ok in ${fmt.int(r.wallMs).padStart(6)} ms, p99 ${fmt.ms(r.latencyMs.p99)} ms, ${r.hubUserCalls} hub calls`);
+      }
     }
-    for (const s of all) {
-      oneToken[s.key] = await storm(s, hub, oneTokens[s.key], 'one-new-token storm');
-      const r = oneToken[s.key];
-      log(`  one-token ${s.name.padEnd(12)} ${r.succeeded}/${r.requests} ok in ${fmt.int(r.wallMs)} ms, ${r.hubUserCalls} hub calls`);
-    }
-    results.newTokenStorm = storms;
-    results.oneTokenStorm = oneToken;
+    const medianByWall = (runs) => {
+      const m = median(runs.map((r) => r.wallMs));
+      return { ...runs.find((r) => r.wallMs === m), runsWallMs: runs.map((r) => r.wallMs) };
+    };
+    const storms = Object.fromEntries(all.map((s) => [s.key, medianByWall(stormRuns[s.key])]));
+    const oneToken = Object.fromEntries(all.map((s) => [s.key, medianByWall(oneTokenRuns[s.key])]));
+    results.newTokenStorm = { runs: stormRuns, summary: storms };
+    results.oneTokenStorm = { runs: oneTokenRuns, summary: oneToken };
 
-    for (const [kind, set] of [['new-token storm', storms], ['one-token storm', oneToken]]) {
-      const r = set.ours;
-      check(r.succeeded === r.requests, `${kind}: ours answered ${r.succeeded}/${r.requests} with 200 (${r.firstError ?? ''})`);
-      check(r.ownHubCalls === r.hubUserCalls, `${kind}: our own hubside_hub_api_calls_total counted ${r.ownHubCalls} GET /user, the hub counted ${r.hubUserCalls}`);
-      for (const s of all) check(set[s.key].wrongUser === 0, `${kind}: ${s.name} returned ${set[s.key].wrongUser} identities that do not own the token`);
+    for (const [kind, runs] of [['new-token storm', stormRuns], ['one-token storm', oneTokenRuns]]) {
+      for (const [i, r] of runs.ours.entries()) {
+        check(r.succeeded === r.requests, `${kind} round ${i + 1}: ours answered ${r.succeeded}/${r.requests} with 200 (${r.firstError ?? ''})`);
+        check(r.ownHubCalls === r.hubUserCalls, `${kind} round ${i + 1}: our own hubside_hub_api_calls_total counted ${r.ownHubCalls} GET /user, the hub counted ${r.hubUserCalls}`);
+      }
+      for (const s of all) {
+        for (const [i, r] of runs[s.key].entries()) check(r.wrongUser === 0, `${kind} round ${i + 1}: ${s.name} returned ${r.wrongUser} identities that do not own the token`);
+      }
     }
-    check(storms.ours.hubUserCalls === storms.ours.distinctTokens, `new-token storm: ours made ${storms.ours.hubUserCalls} hub calls for ${storms.ours.distinctTokens} tokens (expected one each)`);
-    check(oneToken.ours.hubUserCalls === 1, `one-token storm: ours made ${oneToken.ours.hubUserCalls} hub calls (must be exactly 1)`);
+    for (const [i, r] of stormRuns.ours.entries()) {
+      check(r.hubUserCalls === r.distinctTokens, `new-token storm round ${i + 1}: ours made ${r.hubUserCalls} hub calls for ${r.distinctTokens} tokens (expected one each)`);
+    }
+    for (const [i, r] of oneTokenRuns.ours.entries()) {
+      check(r.hubUserCalls === 1, `one-token storm round ${i + 1}: ours made ${r.hubUserCalls} hub calls (must be exactly 1)`);
+    }
 
     // ---- report ----------------------------------------------------------------------------
     log();
@@ -570,6 +620,7 @@ export async function run(opts = {}) {
   }
 
   results.finishedAt = new Date().toISOString();
+  results.loadAverage.after = os.loadavg();
   results.failures = failures;
   results.ok = failures.length === 0;
   const dir = resolve(opts.resultsDir ?? join(REPO, 'bench', 'results'));
@@ -595,7 +646,7 @@ function printReport({ log, cfg, all, warmSummary, proxied, storms, oneToken, re
   log(`## Warm token, direct to each service: ${cfg.connections} connections, ${cfg.warmSeconds} s per run, ${cfg.rounds} alternating round(s), median run`);
   log(
     table(
-      ['service', 'req/s', 'p50 ms', 'p99 ms', 'ac p50/p99', 'non-2xx', 'errors', 'svc CPU us/req', 'runs (req/s)'],
+      ['service', 'req/s', 'p50 ms', 'p99 ms', 'ac p50/p99', 'non-2xx', 'errors', 'svc CPU us/req', 'svc/client/other CPU', 'runs (req/s)'],
       all.map((s) => {
         const r = w(s);
         return [
@@ -607,12 +658,14 @@ function printReport({ log, cfg, all, warmSummary, proxied, storms, oneToken, re
           r.non2xx,
           r.errors,
           fmt.int(r.serviceCpuMicrosPerRequest),
+          [r.serviceCpuSeconds, r.loadGeneratorCpuSeconds, r.otherCpuSeconds].map((x) => `${Math.max(0, (100 * x) / r.seconds).toFixed(0)}%`).join('/'),
           warmSummary[s.key].runsRequestsPerSecond.map((x) => fmt.int(x)).join(' / '),
         ];
       }),
     ),
   );
-  log('(p50/p99: every 2xx response time autocannon reported; "ac": autocannon\'s own 1 ms-resolution histogram)');
+  log('(p50/p99: every 2xx response time autocannon reported; "ac": autocannon\'s own 1 ms-resolution histogram;');
+  log(' CPU in % of one core: the service, the load generator (this process), and everything else on the machine)');
   log();
 
   log(`## Warm token, through configurable-http-proxy: ${cfg.connections} connections, ${cfg.proxySeconds} s, one run`);
@@ -629,7 +682,7 @@ function printReport({ log, cfg, all, warmSummary, proxied, storms, oneToken, re
 
   const stormTable = (set) =>
     table(
-      ['service', 'ok', 'wall ms', 'p50 ms', 'p99 ms', 'hub calls (hub)', 'hub calls (own)', 'svc CPU ms', 'hub CPU ms'],
+      ['service', 'ok', 'wall ms', 'p50 ms', 'p99 ms', 'hub calls (hub)', 'hub calls (own)', 'svc CPU ms', 'hub CPU ms', 'runs (wall ms)'],
       all.map((s) => {
         const r = set[s.key];
         const statuses = Object.entries(r.statuses)
@@ -646,12 +699,14 @@ function printReport({ log, cfg, all, warmSummary, proxied, storms, oneToken, re
           r.ownHubCalls ?? '-',
           fmt.int(r.serviceCpuSeconds * 1000),
           fmt.int(r.hubCpuSeconds * 1000),
+          r.runsWallMs.map((x) => fmt.int(x)).join(' / '),
         ];
       }),
     );
-  log(`## New-token storm: ${cfg.stormTokens} distinct fresh tokens (${cfg.users} users), all ${cfg.stormTokens} requests at once on pre-opened connections`);
+  const roundsNote = `${cfg.stormRounds} round(s) with fresh tokens and a rotating order, median round by wall time`;
+  log(`## New-token storm: ${cfg.stormTokens} distinct fresh tokens (${cfg.users} users), all ${cfg.stormTokens} requests at once on pre-opened connections; ${roundsNote}`);
   log(stormTable(storms));
-  log(`## One-new-token storm: ${cfg.oneTokenRequests} requests at once, all with one fresh token`);
+  log(`## One-new-token storm: ${cfg.oneTokenRequests} requests at once, all with one fresh token; ${roundsNote}`);
   log(stormTable(oneToken));
   log('(hub calls (hub): GET /hub/api/user answered, from the hub\'s jupyterhub_request_duration_seconds_count{handler="SelfAPIHandler"};');
   log(' hub calls (own): ours, from its hubside_hub_api_calls_total{route="GET /user"})');
@@ -695,25 +750,34 @@ function printReport({ log, cfg, all, warmSummary, proxied, storms, oneToken, re
   );
   log();
 
-  // The goal is judged against the stronger of the two Python variants for each measure.
-  const bestRefThroughput = Math.max(w(reference).requestsPerSecond, w(referenceAsync).requestsPerSecond);
-  const bestRefP99 = Math.min(w(reference).preciseLatencyMs.p99, w(referenceAsync).preciseLatencyMs.p99);
-  const throughputRatio = w(ours).requestsPerSecond / bestRefThroughput;
-  const p99Lower = w(ours).preciseLatencyMs.p99 < bestRefP99;
-  const met = throughputRatio >= 5 && p99Lower;
-  results.goal = { target: 'warm throughput >= 5x the Python reference, with a lower p99', throughputRatio, p99Lower, met };
-  log(
-    `goal (warm throughput >= 5x the faster Python variant, and a lower p99): ${met ? 'MET' : 'NOT MET'} ` +
-      `(${fmt.ratio(throughputRatio)} throughput; p99 ${fmt.ms(w(ours).preciseLatencyMs.p99)} ms vs ${fmt.ms(bestRefP99)} ms)`,
-  );
-  const clientCpu = w(ours).loadGeneratorCpuSeconds / w(ours).seconds;
-  log(
-    `load generator: autocannon used ${(clientCpu * 100).toFixed(0)}% of a core during our median warm run; ` +
-      `ours used ${((w(ours).serviceCpuSeconds / w(ours).seconds) * 100).toFixed(0)}%, ` +
-      `${reference.name} ${((w(reference).serviceCpuSeconds / w(reference).seconds) * 100).toFixed(0)}%, ` +
-      `${referenceAsync.name} ${((w(referenceAsync).serviceCpuSeconds / w(referenceAsync).seconds) * 100).toFixed(0)}% ` +
-      `(on ${results.machine.cores} cores, client and server share the machine)`,
-  );
+  // The issue's goal is set against JupyterHub's HubAuthenticated handler as documented (the
+  // `reference`). The async variant is a stronger Python baseline we built; its ratio is printed
+  // as a stretch goal so the comparison stays honest.
+  const judge = (ref) => {
+    const throughputRatio = w(ours).requestsPerSecond / w(ref).requestsPerSecond;
+    const p99Lower = w(ours).preciseLatencyMs.p99 < w(ref).preciseLatencyMs.p99;
+    return { throughputRatio, p99Lower, met: throughputRatio >= 5 && p99Lower, refP99: w(ref).preciseLatencyMs.p99 };
+  };
+  const goal = judge(reference);
+  const stretch = judge(referenceAsync);
+  results.goal = { target: 'warm throughput >= 5x HubAuthenticated, with a lower p99', ...goal };
+  results.stretchGoal = { target: 'the same against the async get_user variant', ...stretch };
+  for (const [label, g] of [
+    ['goal (warm throughput >= 5x HubAuthenticated, and a lower p99)', goal],
+    ['stretch (the same against the async get_user variant)', stretch],
+  ]) {
+    log(
+      `${label}: ${g.met ? 'MET' : 'NOT MET'} ` +
+        `(${fmt.ratio(g.throughputRatio)} throughput; p99 ${fmt.ms(w(ours).preciseLatencyMs.p99)} ms vs ${fmt.ms(g.refP99)} ms)`,
+    );
+  }
+  const other = Math.max(...all.flatMap((s) => warmSummary[s.key] && results.warm.runs[s.key].map((r) => r.otherCpuSeconds / r.seconds)));
+  if (other > 0.25) {
+    log(
+      `note: other processes used up to ${(other * 100).toFixed(0)}% of a core during the warm runs (of ${results.machine.cores}); ` +
+        'absolute numbers are noisy, CPU per request and the alternating rounds are the steadier comparison',
+    );
+  }
 }
 
 // Runnable directly: node bench/hub-auth/index.mjs [--quick] [--cpu-prof DIR]

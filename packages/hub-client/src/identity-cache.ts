@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import type { HubIdentity, HubTokenOwner } from './models.js';
 import { toIdentity } from './models.js';
 
@@ -23,7 +23,10 @@ interface Entry {
 
 /** Tokens are never kept as keys: only their SHA-256, so a heap dump shows no credentials. */
 export function tokenKey(token: string): string {
-  return createHash('sha256').update(token).digest('base64url');
+  // One-shot hashing (Node ≥ 20.12) costs about half of a createHash() object per request.
+  return typeof crypto.hash === 'function'
+    ? crypto.hash('sha256', token, 'base64url')
+    : crypto.createHash('sha256').update(token).digest('base64url');
 }
 
 /**

@@ -2,8 +2,12 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { LoggerOptions } from 'pino';
 
 /**
- * Paths pino replaces with "[redacted]". Header names, credential-bearing fields at any of the
- * first two levels of a log object, and the usual secret names in config dumps.
+ * Paths pino replaces with "[redacted]": credential headers, and the usual secret names at the
+ * top level of a log object or one level down (`{ config: { apiToken } }`).
+ *
+ * Deliberately not deeper: pino applies redaction to every child logger's bindings, and Fastify
+ * makes a child logger per request, so each wildcard level costs on every request whether or not
+ * anything is logged. Code must not log deeper objects that can hold secrets.
  */
 const SECRET_KEYS = [
   'token',
@@ -36,7 +40,6 @@ export const REDACT_PATHS = [
   'res.headers["set-cookie"]',
   ...SECRET_KEYS,
   ...SECRET_KEYS.map((k) => `*.${k}`),
-  ...SECRET_KEYS.map((k) => `*.*.${k}`),
 ];
 
 // Query parameters that carry credentials or one-time codes (OAuth callback, ?token=...).

@@ -103,7 +103,7 @@ describe('logging', () => {
     const logger = pino(loggerOptions({ level: 'trace', service: 'profile-api' }), sink);
     const a = await app({ logger });
     a.get('/services/profile-api/log-me', { config: { auth: false } }, async (request) => {
-      request.log.info({ token: 'tok-secret-1', config: { apiToken: 'tok-secret-2', nested: { password: 'tok-secret-3' } } }, 'object with secrets');
+      request.log.info({ token: 'tok-secret-1', config: { apiToken: 'tok-secret-2' }, db: { password: 'tok-secret-3' } }, 'object with secrets');
       return { ok: true };
     });
     await a.inject({
