@@ -143,7 +143,7 @@ describe('hubside start', () => {
     await database?.drop();
   });
 
-  it('starts all four, prints their URLs, serves the hub\'s users, and stops cleanly on SIGTERM', async () => {
+  it('starts all four, prints their URLs, serves the hub\'s users, and stops cleanly on SIGTERM', { timeout: 60_000 }, async () => {
     const started = Date.now();
     child = spawn(process.execPath, [BIN, 'start', '--config', EXAMPLE], {
       env: cleanEnv({
@@ -191,10 +191,23 @@ describe('hubside start', () => {
 });
 
 describe('tracing from the standard OTEL_* environment', () => {
-  it('exports a span per request, with credentials redacted from the URL', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'hubside-otel-'));
+  let database: TestDatabase;
+  beforeAll(async () => {
+    database = await createTestDatabase({ schemas: ['profile_api'] });
+  });
+  afterAll(async () => {
+    await database?.drop();
+  });
+
+  it('exports a span per request, with credentials redacted from the URL', { timeout: 90_000 }, async () => {
     const child = spawn(process.execPath, [BIN, 'profile-api'], {
-      env: cleanEnv({ OTEL_TRACES_EXPORTER: 'console', HUBSIDE_PORT: '0', HUBSIDE_DATA_DIR: dataDir, HUBSIDE_LOG_LEVEL: 'info' }),
+      env: cleanEnv({
+        OTEL_TRACES_EXPORTER: 'console',
+        HUBSIDE_PORT: '0',
+        HUBSIDE_DATA_DIR: database.dataDir,
+        DATABASE_URL: database.databaseUrl,
+        HUBSIDE_LOG_LEVEL: 'info',
+      }),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -202,7 +215,7 @@ describe('tracing from the standard OTEL_* environment', () => {
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     try {
       const url = await waitFor(async () => /"url":"(http:\/\/[^"]+\/services\/profile-api\/)"/.exec(stdout)?.[1], {
-        timeoutMs: 30_000,
+        timeoutMs: 60_000,
         intervalMs: 100,
         what: 'profile-api to log its URL',
       });
