@@ -175,12 +175,24 @@ export class HubClient {
     throw new HubUnavailableError(lastProblem);
   }
 
+  /** Throw HubApiError, with the hub's own message, unless the status is one of `ok`. */
+  #expectStatus(res: HubResponse<unknown>, method: string, route: string, ok: readonly number[]): void {
+    if (ok.includes(res.status)) return;
+    const message = (res.body as { message?: unknown } | undefined)?.message;
+    throw new HubApiError(method, route, res.status, typeof message === 'string' ? message : undefined);
+  }
+
   async #json<T>(method: Dispatcher.HttpMethod, path: string, opts: CallOptions, ok: number[] = [200, 201]): Promise<T> {
     const res = await this.call<T>(method, path, opts);
-    if (!ok.includes(res.status)) {
-      const message = (res.body as { message?: unknown } | undefined)?.message;
-      throw new HubApiError(method, opts.route, res.status, typeof message === 'string' ? message : undefined);
-    }
+    this.#expectStatus(res, method, opts.route, ok);
+    return res.body;
+  }
+
+  /** GET one resource; null when the hub says it does not exist. */
+  async #getOrNull<T>(path: string, route: string): Promise<T | null> {
+    const res = await this.call<T>('GET', path, { route, idempotent: true });
+    if (res.status === 404) return null;
+    this.#expectStatus(res, 'GET', route, [200]);
     return res.body;
   }
 
@@ -228,18 +240,12 @@ export class HubClient {
     return this.#paginate<HubGroup>('/groups', 'GET /groups', {}, opts.pageSize ?? 200);
   }
 
-  async getUser(name: string): Promise<HubUser | null> {
-    const res = await this.call<HubUser>('GET', `/users/${encode(name)}`, { route: 'GET /users/{name}', idempotent: true });
-    if (res.status === 404) return null;
-    if (res.status !== 200) throw new HubApiError('GET', 'GET /users/{name}', res.status, undefined);
-    return res.body;
+  getUser(name: string): Promise<HubUser | null> {
+    return this.#getOrNull<HubUser>(`/users/${encode(name)}`, 'GET /users/{name}');
   }
 
-  async getGroup(name: string): Promise<HubGroup | null> {
-    const res = await this.call<HubGroup>('GET', `/groups/${encode(name)}`, { route: 'GET /groups/{name}', idempotent: true });
-    if (res.status === 404) return null;
-    if (res.status !== 200) throw new HubApiError('GET', 'GET /groups/{name}', res.status, undefined);
-    return res.body;
+  getGroup(name: string): Promise<HubGroup | null> {
+    return this.#getOrNull<HubGroup>(`/groups/${encode(name)}`, 'GET /groups/{name}');
   }
 
   /** Start a server; resolves with 201 (started) or 202 (spawn pending). */
@@ -249,10 +255,7 @@ export class HubClient {
       : `/users/${encode(user)}/server`;
     const route = opts.serverName ? 'POST /users/{name}/servers/{server}' : 'POST /users/{name}/server';
     const res = await this.call<unknown>('POST', path, { route, idempotent: false, body: opts.userOptions ?? {} });
-    if (res.status !== 201 && res.status !== 202) {
-      const message = (res.body as { message?: unknown } | undefined)?.message;
-      throw new HubApiError('POST', route, res.status, typeof message === 'string' ? message : undefined);
-    }
+    this.#expectStatus(res, 'POST', route, [201, 202]);
     return { status: res.status };
   }
 
@@ -267,10 +270,7 @@ export class HubClient {
       idempotent: true,
       body: opts.serverName && opts.remove ? { remove: true } : undefined,
     });
-    if (res.status !== 204 && res.status !== 202) {
-      const message = (res.body as { message?: unknown } | undefined)?.message;
-      throw new HubApiError('DELETE', route, res.status, typeof message === 'string' ? message : undefined);
-    }
+    this.#expectStatus(res, 'DELETE', route, [202, 204]);
     return { status: res.status };
   }
 
