@@ -121,11 +121,10 @@ async function hubAuthPlugin(fastify: FastifyInstance, opts: HubAuthOptions): Pr
 
   const cookieName = oauth?.clientId;
   const stateCookieName = oauth ? `${oauth.clientId}-oauth-state` : undefined;
-  if (oauth) {
-    if (oauth.secrets.length === 0) throw new TypeError('hub OAuth needs at least one signing secret');
-    if (!fastify.hasDecorator('parseCookie')) {
-      await fastify.register(fastifyCookie, { secret: [...oauth.secrets] });
-    }
+  if (oauth && oauth.secrets.length === 0) throw new TypeError('hub OAuth needs at least one signing secret');
+  // Registered in every case, so services read and set cookies with one well-kept parser.
+  if (!fastify.hasDecorator('parseCookie')) {
+    await fastify.register(fastifyCookie, oauth ? { secret: [...oauth.secrets] } : {});
   }
 
   const cookieOptions = (request: FastifyRequest, extra: CookieSerializeOptions = {}): CookieSerializeOptions => ({

@@ -1,27 +1,44 @@
 import { createServiceApp, schemaFor } from '@hubside/service-kit';
 import type { BuildOptions, ServiceDefinition } from '@hubside/service-kit';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
-import { z } from 'zod';
+import fp from 'fastify-plugin';
+import { bridge } from './bridge.js';
+import { configSchema } from './config.js';
+import type { AuthBridgeConfig } from './config.js';
 import { migrations } from './migrations/index.js';
+import { adminRoutesPlugin } from './routes/admin.js';
+import { loginRoutesPlugin } from './routes/login.js';
+import { oidcRoutesPlugin } from './routes/oidc.js';
 
-/** This service's section of the community file. Later issues grow it; every field has a default. */
-export const configSchema = z.object({}).strict();
-export type AuthBridgeConfig = z.output<typeof configSchema>;
+export { configSchema };
+export type { AuthBridgeConfig };
 
 export interface AuthBridgeOptions {
-  prefix: string;
+  /** The service prefix (`/services/auth-bridge/`); not `prefix`, which Fastify would apply twice. */
+  basePath: string;
   config: AuthBridgeConfig;
+  /** Where browsers reach the service (without the prefix). Default: config.publicUrl. */
+  publicUrl: string;
+  env?: NodeJS.ProcessEnv;
 }
 
-/** The auth-bridge routes, as a Fastify plugin without side effects. */
-const authBridge: FastifyPluginAsync<AuthBridgeOptions> = async () => {
-  // Routes arrive with the auth-bridge issue; whoami, health and metrics come from service-kit.
+/** The auth-bridge routes, as a Fastify plugin without side effects. Needs `app.db`. */
+const authBridgeRoutes: FastifyPluginAsync<AuthBridgeOptions> = async (app, opts) => {
+  await app.register(bridge, { config: opts.config, prefix: opts.basePath, publicUrl: opts.publicUrl, ...(opts.env ? { env: opts.env } : {}) });
+  await app.register(oidcRoutesPlugin);
+  await app.register(loginRoutesPlugin);
+  await app.register(adminRoutesPlugin);
 };
+// Not encapsulated, so tests and the admin API reach `app.bridge`.
+const authBridge = fp(authBridgeRoutes, { name: 'auth-bridge', dependencies: ['hubside-database'] });
 export default authBridge;
 
-export async function buildApp(opts: BuildOptions<AuthBridgeConfig>): Promise<FastifyInstance> {
+export async function buildApp(opts: BuildOptions<AuthBridgeConfig> & { env?: NodeJS.ProcessEnv }): Promise<FastifyInstance> {
   const app = await createServiceApp({ ...opts, database: { schema: schemaFor('auth-bridge'), migrations } });
-  await app.register(authBridge, { prefix: opts.settings.prefix, config: opts.config });
+  const { settings } = opts;
+  const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host;
+  const publicUrl = opts.config.publicUrl ?? `http://${host}:${settings.port}`;
+  await app.register(authBridge, { basePath: settings.prefix, config: opts.config, publicUrl, ...(opts.env ? { env: opts.env } : {}) });
   return app;
 }
 

@@ -1,0 +1,67 @@
+import { createHash } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import type { DB } from './db.table.js';
+
+export interface HubIdentity {
+  username: string;
+  email: string | null;
+  name: string | null;
+  groups: string[];
+  admin: boolean;
+}
+
+/** Account ids are `<hub>.<opaque>`: the hub is visible (sessions are per hub), the upstream subject is not. */
+export function accountId(hub: string, idp: string, upstreamSub: string): string {
+  const digest = createHash('sha256').update(`${idp}\0${upstreamSub}`).digest('base64url').slice(0, 32);
+  return `${hub}.${digest}`;
+}
+
+export function hubOfAccount(id: string): string {
+  return id.slice(0, Math.max(0, id.indexOf('.')));
+}
+
+export async function saveAccount(
+  db: Kysely<DB>,
+  row: { id: string; hub: string; idp: string; upstreamSub: string } & HubIdentity,
+): Promise<void> {
+  const values = {
+    hub: row.hub,
+    idp: row.idp,
+    upstream_sub: row.upstreamSub,
+    username: row.username,
+    email: row.email,
+    name: row.name,
+    groups: JSON.stringify(row.groups),
+    admin: row.admin,
+    updated_at: new Date(),
+  };
+  await db
+    .insertInto('account')
+    .values({ id: row.id, ...values })
+    .onConflict((oc) => oc.column('id').doUpdateSet(values))
+    .execute();
+}
+
+const asArray = (v: unknown): string[] => (Array.isArray(v) ? (v as string[]) : typeof v === 'string' ? (JSON.parse(v) as string[]) : []);
+
+/** The claims a hub receives: the account plus the groups of unexpired access codes. */
+export async function loadClaims(db: Kysely<DB>, id: string): Promise<Record<string, unknown> | undefined> {
+  const row = await db.selectFrom('account').selectAll().where('id', '=', id).executeTakeFirst();
+  if (!row) return undefined;
+  const memberships = await db
+    .selectFrom('code_membership')
+    .select('group_name')
+    .where('account_id', '=', id)
+    .where('expires_at', '>', new Date())
+    .execute();
+  const groups = [...new Set([...asArray(row.groups), ...memberships.map((m) => m.group_name)])].sort();
+  return {
+    sub: id,
+    username: row.username,
+    groups,
+    email: row.email ?? undefined,
+    name: row.name ?? undefined,
+    idp: row.idp,
+    admin: row.admin,
+  };
+}

@@ -1,0 +1,162 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { ForbiddenError } from '@hubside/hub-client';
+import { createError } from '@hubside/service-kit';
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { hubIdps } from '../config.js';
+import { hashCode, newSecret } from '../bridge.js';
+
+const NotFound = createError('HUBSIDE_AUTH_ERR_NOT_FOUND', '%s', 404);
+const BadRequest = createError('HUBSIDE_AUTH_ERR_BAD_REQUEST', '%s', 400);
+
+const hubParam = z.object({ hub: z.string().min(1).max(100) });
+
+/** The admin API: hub admins only (their hub token or a service token with admin:users). */
+async function adminRoutes(app: FastifyInstance): Promise<void> {
+  const b = app.bridge;
+  const { prefix, db } = b;
+  const typed = app.withTypeProvider<ZodTypeProvider>();
+  const auth = { auth: { access: false, scopes: [] as string[] } };
+  const requireAdmin = async (request: FastifyRequest) => {
+    const user = request.hubUser;
+    if (!user || !(user.admin || user.scopes.includes('admin:users'))) {
+      throw new ForbiddenError('the auth-bridge admin API is for hub admins');
+    }
+  };
+  const knownHub = (hub: string) => {
+    if (!b.config.hubs[hub]) throw new NotFound(`no hub named ${JSON.stringify(hub)}`);
+    return b.config.hubs[hub]!;
+  };
+
+  typed.get(`${prefix}api/hubs`, { config: auth, preHandler: requireAdmin }, async () =>
+    Object.entries(b.config.hubs).map(([name, hub]) => ({
+      name,
+      displayName: hub.displayName ?? name,
+      clientId: hub.clientId,
+      redirectUris: hub.redirectUris,
+      idps: hubIdps(b.config.upstreams, hub),
+      requirePkce: hub.requirePkce,
+    })),
+  );
+
+  typed.get(`${prefix}api/idps`, { config: auth, preHandler: requireAdmin }, async () =>
+    Object.entries(b.config.upstreams).map(([name, up]) => ({
+      name,
+      displayName: up.displayName,
+      type: up.type,
+      issuer: up.issuer ?? null,
+      callbackUrl: b.upstreams.get(name)!.callbackUrl,
+    })),
+  );
+
+  typed.get(
+    `${prefix}api/logins`,
+    {
+      config: auth,
+      preHandler: requireAdmin,
+      schema: { querystring: z.object({ hub: z.string().max(100).optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }) },
+    },
+    async (request) => {
+      let q = db.selectFrom('login_event').selectAll().orderBy('id', 'desc').limit(request.query.limit);
+      if (request.query.hub) q = q.where('hub', '=', request.query.hub);
+      const rows = await q.execute();
+      return rows.map((r) => ({ at: new Date(r.at).toISOString(), hub: r.hub, idp: r.idp, username: r.username, outcome: r.outcome, reason: r.reason }));
+    },
+  );
+
+  typed.delete(
+    `${prefix}api/hubs/:hub/users/:username/sessions`,
+    { config: auth, preHandler: requireAdmin, schema: { params: hubParam.extend({ username: z.string().min(1).max(255) }) } },
+    async (request) => {
+      knownHub(request.params.hub);
+      const accounts = await db
+        .selectFrom('account')
+        .select('id')
+        .where('hub', '=', request.params.hub)
+        .where('username', '=', request.params.username)
+        .execute();
+      const ids = accounts.map((a) => a.id);
+      if (ids.length === 0) return { revoked: 0 };
+      // Sessions, grants, codes and tokens all carry the account id.
+      const res = await db.deleteFrom('oidc_model').where('account_id', 'in', ids).executeTakeFirst();
+      return { revoked: Number(res.numDeletedRows) };
+    },
+  );
+
+  const codeBody = z
+    .object({
+      group: z.string().min(1).max(255),
+      expiresAt: z.iso.datetime({ offset: true }),
+      maxUses: z.number().int().min(1).max(100_000),
+      idps: z.array(z.string()).default([]),
+    })
+    .strict();
+
+  typed.post(
+    `${prefix}api/hubs/:hub/codes`,
+    { config: auth, preHandler: requireAdmin, schema: { params: hubParam, body: codeBody } },
+    async (request, reply) => {
+      const hub = knownHub(request.params.hub);
+      const body = request.body;
+      const expiresAt = new Date(body.expiresAt);
+      if (expiresAt.getTime() <= Date.now()) throw new BadRequest('body.expiresAt: must be in the future');
+      const offered = hubIdps(b.config.upstreams, hub);
+      const unknown = body.idps.filter((i) => !offered.includes(i));
+      if (unknown.length > 0) throw new BadRequest(`body.idps: ${unknown.map((u) => JSON.stringify(u)).join(', ')} not offered by this hub`);
+      const code = newSecret(18);
+      const id = randomUUID();
+      await db
+        .insertInto('access_code')
+        .values({
+          id,
+          code_hash: hashCode(code),
+          hub: request.params.hub,
+          group_name: body.group,
+          idps: JSON.stringify(body.idps),
+          max_uses: body.maxUses,
+          expires_at: expiresAt,
+          revoked_at: null,
+          created_by: request.hubUser!.name,
+        })
+        .execute();
+      return reply.code(201).send({ id, code, link: `${b.publicUrl}${prefix}code/${code}`, expiresAt: expiresAt.toISOString() });
+    },
+  );
+
+  typed.get(`${prefix}api/hubs/:hub/codes`, { config: auth, preHandler: requireAdmin, schema: { params: hubParam } }, async (request) => {
+    knownHub(request.params.hub);
+    const rows = await db.selectFrom('access_code').selectAll().where('hub', '=', request.params.hub).orderBy('created_at', 'desc').execute();
+    return rows.map((r) => ({
+      id: r.id,
+      group: r.group_name,
+      idps: Array.isArray(r.idps) ? r.idps : (JSON.parse(String(r.idps)) as string[]),
+      maxUses: r.max_uses,
+      uses: r.uses,
+      expiresAt: new Date(r.expires_at).toISOString(),
+      revoked: r.revoked_at !== null,
+      createdBy: r.created_by,
+    }));
+  });
+
+  typed.delete(
+    `${prefix}api/hubs/:hub/codes/:id`,
+    { config: auth, preHandler: requireAdmin, schema: { params: hubParam.extend({ id: z.uuid() }) } },
+    async (request) => {
+      knownHub(request.params.hub);
+      const res = await db
+        .updateTable('access_code')
+        .set({ revoked_at: new Date() })
+        .where('id', '=', request.params.id)
+        .where('hub', '=', request.params.hub)
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows) === 0) throw new NotFound('no such code');
+      return { revoked: true };
+    },
+  );
+
+  typed.post(`${prefix}api/keys/rotate`, { config: auth, preHandler: requireAdmin }, async () => ({ kid: await b.rotateKeys() }));
+}
+
+export const adminRoutesPlugin = fp(adminRoutes, { name: 'auth-bridge-admin', dependencies: ['auth-bridge-core'] });

@@ -1,0 +1,68 @@
+/** The config refuses setups where one IdP's user could become another IdP's user. */
+import { describe, expect, it } from 'vitest';
+import { configSchema, domainMatches, resolveSecret } from '../src/config.js';
+
+const idp = (extra: Record<string, unknown>) => ({ displayName: 'X', issuer: 'https://idp.example/', clientId: 'c', clientSecret: 's', ...extra });
+const hub = { clientId: 'h', clientSecret: 's', redirectUris: ['https://hub.example/hub/oauth_callback'] };
+
+function issues(cfg: unknown): string[] {
+  const r = configSchema.safeParse(cfg);
+  return r.success ? [] : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+}
+
+describe('username collisions', () => {
+  it('refuses two IdPs that strip the domain with no prefix, and says why', () => {
+    const out = issues({ upstreams: { a: idp({ username: { stripDomain: true } }), b: idp({ username: { stripDomain: true } }) }, hubs: { h: hub } });
+    expect(out).toHaveLength(1);
+    expect(out[0]).toMatch(/^hubs\.h\.idps: IdPs "a" and "b" could both yield the same username/);
+    expect(out[0]).toContain('sharedUsernames');
+  });
+
+  it('refuses a prefix that starts another IdP\u2019s prefix', () => {
+    expect(issues({ upstreams: { a: idp({ username: { prefix: 'x-' } }), b: idp({ username: { prefix: 'x-y-' } }) }, hubs: { h: hub } })).toHaveLength(1);
+  });
+
+  it('accepts disjoint prefixes, an explicit shared pair, and kept addresses with disjoint domains', () => {
+    expect(issues({ upstreams: { a: idp({ username: { prefix: 'a-' } }), b: idp({ username: { prefix: 'b-' } }) }, hubs: { h: hub } })).toEqual([]);
+    expect(
+      issues({ upstreams: { a: idp({}), b: idp({}) }, hubs: { h: { ...hub, sharedUsernames: [['a', 'b']] } } }),
+    ).toEqual([]);
+    expect(issues({ upstreams: { a: idp({ domains: ['a.edu'] }), b: idp({ domains: ['*.b.edu'] }) }, hubs: { h: hub } })).toEqual([]);
+    expect(issues({ upstreams: { a: idp({ domains: ['x.b.edu'] }), b: idp({ domains: ['*.b.edu'] }) }, hubs: { h: hub } })).toHaveLength(1);
+    // A stripped name has no "@", a kept address always has one.
+    expect(issues({ upstreams: { a: idp({ username: { stripDomain: true } }), b: idp({ domains: ['b.edu'] }) }, hubs: { h: hub } })).toEqual([]);
+  });
+
+  it('only checks the IdPs a hub offers', () => {
+    expect(issues({ upstreams: { a: idp({}), b: idp({}) }, hubs: { h: { ...hub, idps: ['a'] } } })).toEqual([]);
+  });
+});
+
+describe('other config checks', () => {
+  it('names unknown IdPs, duplicate client ids and bad fields', () => {
+    const out = issues({
+      upstreams: { a: idp({}) },
+      hubs: { h: { ...hub, idps: ['nope'] }, g: { ...hub, redirectUris: ['not a url'] } },
+    });
+    expect(out.some((m) => m.startsWith('hubs.h.idps') && m.includes('"nope"'))).toBe(true);
+    expect(out.some((m) => m.startsWith('hubs.g.redirectUris.0'))).toBe(true);
+    expect(out.some((m) => m.startsWith('hubs.g.clientId') && m.includes('also the client id'))).toBe(true);
+  });
+
+  it('has defaults for everything', () => {
+    expect(configSchema.parse({})).toMatchObject({ upstreams: {}, hubs: {}, keyRotationDays: 90 });
+  });
+
+  it('matches wildcard domains on subdomains only', () => {
+    expect(domainMatches('*.uni.edu', 'lab.uni.edu')).toBe(true);
+    expect(domainMatches('*.uni.edu', 'uni.edu')).toBe(false);
+    expect(domainMatches('*.uni.edu', 'evil-uni.edu')).toBe(false);
+    expect(domainMatches('uni.edu', 'UNI.edu')).toBe(true);
+  });
+
+  it('reads secrets from env and names what is missing', () => {
+    expect(resolveSecret('x', { clientSecretEnv: 'S' }, { S: 'v' })).toBe('v');
+    expect(() => resolveSecret('auth-bridge.hubs.h', { clientSecretEnv: 'S' }, {})).toThrow(/auth-bridge\.hubs\.h\.clientSecretEnv: the environment variable S is not set/);
+    expect(() => resolveSecret('auth-bridge.hubs.h', { clientSecretFile: '/nonexistent/x' }, {})).toThrow(/clientSecretFile: cannot be read/);
+  });
+});

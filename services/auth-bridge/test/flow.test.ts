@@ -1,0 +1,262 @@
+/**
+ * The whole login chain without a hub: a hub-side relying party (openid-client) → the bridge →
+ * two real oidc-provider universities → the bridge → the relying party. Proves the provider
+ * endpoints, username and group rules, refusals, restart persistence and key rotation.
+ */
+import { createTestDatabase, freePort } from '@hubside/testing';
+import type { TestDatabase } from '@hubside/testing';
+import type { FastifyInstance } from 'fastify';
+import * as client from 'openid-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestBrowser } from './fixtures/browser.js';
+import { PREFIX, bridgeConfig, rpLogin, secretsEnv, startBridge, startUniversities } from './fixtures/setup.js';
+import type { Universities } from './fixtures/setup.js';
+
+const RP = { clientId: 'course-hub', secret: 'course-secret-0123456789abcdef', redirectUri: 'http://rp.invalid/hub/oauth_callback' };
+const STRICT = { clientId: 'strict-hub', secret: 'strict-secret-0123456789abcdef', redirectUri: 'http://rp-strict.invalid/hub/oauth_callback' };
+
+let database: TestDatabase;
+let unis: Universities;
+let app: FastifyInstance;
+let port: number;
+let base: string;
+let issuer: string;
+let config: ReturnType<typeof bridgeConfig>;
+
+async function restart(): Promise<void> {
+  await app.close();
+  app = await startBridge({ port, config, dataDir: database.dataDir, databaseUrl: database.databaseUrl, env: secretsEnv(unis) });
+}
+
+beforeAll(async () => {
+  database = await createTestDatabase({ schemas: ['auth_bridge'] });
+  port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  issuer = `${base}${PREFIX}oidc`;
+  unis = await startUniversities(base);
+  config = bridgeConfig(
+    unis,
+    {
+      course: {
+        displayName: 'Course Hub',
+        clientId: RP.clientId,
+        clientSecret: RP.secret,
+        redirectUris: [RP.redirectUri],
+        postLogoutRedirectUris: ['http://rp.invalid/hub/logout'],
+        allowedDomains: ['uni-a.edu', '*.uni-a.edu', 'uni-b.edu'],
+        groupMap: { 'uni-a:physics-staff': 'instructors', faculty: 'instructors', students: 'students' },
+        adminGroups: ['instructors'],
+      },
+      strict: { clientId: STRICT.clientId, clientSecret: STRICT.secret, redirectUris: [STRICT.redirectUri], requirePkce: true, idps: ['uni-a'] },
+    },
+    base,
+  );
+  app = await startBridge({ port, config, dataDir: database.dataDir, databaseUrl: database.databaseUrl, env: secretsEnv(unis) });
+});
+
+afterAll(async () => {
+  await app?.close();
+  await unis?.close();
+  await database?.drop();
+});
+
+async function login(user: { uni: 'a' | 'b'; name: string }, opts: { basic?: boolean; extra?: Record<string, string>; browser?: TestBrowser } = {}) {
+  const browser = opts.browser ?? new TestBrowser();
+  unis[user.uni].nextUser = user.name;
+  const flow = await rpLogin(browser, issuer, RP, { ...opts, extra: { idp_hint: `uni-${user.uni}`, ...opts.extra } });
+  return { browser, ...flow };
+}
+
+async function redeem(flow: Awaited<ReturnType<typeof login>>) {
+  expect(flow.page.url.startsWith(RP.redirectUri)).toBe(true);
+  const tokens = await client.authorizationCodeGrant(flow.config, new URL(flow.page.url), { pkceCodeVerifier: flow.verifier, expectedState: flow.state });
+  const info = await client.fetchUserInfo(flow.config, tokens.access_token, tokens.claims()!.sub);
+  return { tokens, info };
+}
+
+describe('the OpenID Provider towards hubs', () => {
+  it('publishes discovery and JWKS under the public issuer', async () => {
+    const res = await fetch(`${issuer}/.well-known/openid-configuration`);
+    expect(res.status).toBe(200);
+    const meta = (await res.json()) as Record<string, unknown>;
+    expect(meta.issuer).toBe(issuer);
+    expect(meta.authorization_endpoint).toBe(`${issuer}/auth`);
+    expect(meta.token_endpoint).toBe(`${issuer}/token`);
+    expect(meta.userinfo_endpoint).toBe(`${issuer}/me`);
+    expect(meta.end_session_endpoint).toBe(`${issuer}/session/end`);
+    expect(meta.code_challenge_methods_supported).toEqual(['S256']);
+    expect(meta.token_endpoint_auth_methods_supported).toEqual(expect.arrayContaining(['client_secret_basic', 'client_secret_post']));
+    const jwks = (await (await fetch(String(meta.jwks_uri))).json()) as { keys: Record<string, unknown>[] };
+    expect(jwks.keys.length).toBeGreaterThanOrEqual(1);
+    expect(jwks.keys.every((k) => k.d === undefined)).toBe(true);
+  });
+
+  it('logs in a University A user with a stripped username and mapped groups (client_secret_basic)', async () => {
+    const flow = await login({ uni: 'a', name: 'alice' }, { basic: true });
+    const { tokens, info } = await redeem(flow);
+    expect(tokens.token_type.toLowerCase()).toBe('bearer');
+    expect(tokens.refresh_token).toBeTruthy();
+    expect(info).toMatchObject({ username: 'alice', groups: ['instructors'], email: 'alice@uni-a.edu', name: 'Alice Anders', idp: 'uni-a', admin: true });
+    // Userinfo is plain JSON read with a Bearer header, as GenericOAuthenticator does it.
+    const raw = await fetch(`${issuer}/me`, { headers: { authorization: `Bearer ${tokens.access_token}` } });
+    expect(raw.headers.get('content-type')).toContain('application/json');
+  });
+
+  it('logs in a University B user through the chooser, keeping the address (client_secret_post)', async () => {
+    const browser = new TestBrowser();
+    unis.b.nextUser = 'bob';
+    const flow = await rpLogin(browser, issuer, RP);
+    expect(flow.page.status).toBe(200);
+    expect(flow.page.body).toContain('University A');
+    expect(flow.page.body).toContain('University B');
+    const link = /href="([^"]*\/login\/uni-b)"/.exec(flow.page.body)![1]!;
+    const after = await browser.get(new URL(link.replaceAll('&amp;', '&'), base).href);
+    const { info } = await redeem({ ...flow, page: after, browser });
+    expect(info).toMatchObject({ username: 'bob@uni-b.edu', groups: ['instructors'], idp: 'uni-b' });
+  });
+
+  it('refreshes with the refresh_token grant', async () => {
+    const { tokens } = await redeem(await login({ uni: 'a', name: 'arno' }));
+    const refreshed = await client.refreshTokenGrant((await login({ uni: 'a', name: 'arno' })).config, tokens.refresh_token!);
+    expect(refreshed.access_token).toBeTruthy();
+    expect(refreshed.token_type.toLowerCase()).toBe('bearer');
+  });
+
+  it('requires PKCE S256 for a hub configured so', async () => {
+    const browser = new TestBrowser();
+    browser.stopAt = /^http:\/\/rp-strict\.invalid/;
+    const url = new URL(`${issuer}/auth`);
+    url.search = new URLSearchParams({ client_id: STRICT.clientId, redirect_uri: STRICT.redirectUri, response_type: 'code', scope: 'openid', state: 'x' }).toString();
+    const page = await browser.get(url.href);
+    expect(new URL(page.url).searchParams.get('error')).toBe('invalid_request');
+    expect(new URL(page.url).searchParams.get('error_description')).toMatch(/PKCE/);
+  });
+
+  it('ends the session on RP-initiated logout', async () => {
+    const flow = await login({ uni: 'a', name: 'alice' });
+    const { tokens } = await redeem(flow);
+    flow.browser.stopAt = /^http:\/\/rp\.invalid/;
+    const url = client.buildEndSessionUrl(flow.config, { id_token_hint: tokens.id_token!, post_logout_redirect_uri: 'http://rp.invalid/hub/logout' });
+    const confirm = await flow.browser.get(url.href);
+    expect(confirm.status).toBe(200);
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(confirm.body)![1]!;
+    const done = await flow.browser.request('POST', `${issuer}/session/end/confirm`, new URLSearchParams({ xsrf, logout: 'yes' }));
+    expect(done.url).toBe('http://rp.invalid/hub/logout');
+    // The session is gone: the next authorization has to go upstream again.
+    const again = await rpLogin(flow.browser, issuer, RP, { extra: { idp_hint: 'uni-a' } });
+    expect(again.page.redirects.some((u) => u.startsWith(`${base}${PREFIX}callback/uni-a`))).toBe(true);
+  });
+});
+
+describe('refusals, each with a clear page and no account', () => {
+  async function accounts(): Promise<string[]> {
+    return (await app.db.selectFrom('account').select('username').execute()).map((r: { username: string }) => r.username);
+  }
+
+  it('refuses a user whose domain the IdP does not speak for', async () => {
+    const flow = await login({ uni: 'b', name: 'carol' });
+    expect(flow.page.status).toBe(403);
+    expect(flow.page.body).toContain('Your domain is not allowed');
+    expect(flow.page.body).toContain('elsewhere.org');
+    expect(await accounts()).not.toContain('carol@elsewhere.org');
+  });
+
+  it('refuses a University A user with a University B address (no impersonation)', async () => {
+    const flow = await login({ uni: 'a', name: 'mallory' });
+    expect(flow.page.status).toBe(403);
+    expect(flow.page.body).toContain('University A may only sign in addresses at uni-a.edu');
+    expect(await accounts()).not.toContain('mallory');
+  });
+
+  it('refuses a code from IdP A sent to IdP B\u2019s callback', async () => {
+    const browser = new TestBrowser();
+    unis.a.nextUser = 'alice';
+    const flow = await rpLogin(browser, issuer, RP, { extra: { idp_hint: 'uni-a' }, stopAt: /\/callback\/uni-a\?/ });
+    const cb = new URL(flow.page.url);
+    expect(cb.pathname).toBe(`${PREFIX}callback/uni-a`);
+    browser.stopAt = undefined;
+    const page = await browser.get(`${base}${PREFIX}callback/uni-b${cb.search}`);
+    expect(page.status).toBe(400);
+    expect(page.body).toContain('started with University A');
+    // Nothing reached the hub: the browser stayed on the bridge's refusal page.
+    expect(page.url).not.toContain('rp.invalid');
+  });
+
+  it('refuses a replayed callback (state and code are good for one try)', async () => {
+    const browser = new TestBrowser();
+    unis.a.nextUser = 'alice';
+    const flow = await rpLogin(browser, issuer, RP, { extra: { idp_hint: 'uni-a' }, stopAt: /\/callback\/uni-a\?/ });
+    const cb = flow.page.url;
+    expect(cb).toContain('/callback/uni-a?');
+    browser.stopAt = /^http:\/\/rp\.invalid/;
+    const first = await browser.get(cb);
+    expect(first.url.startsWith(RP.redirectUri)).toBe(true);
+    const replay = await browser.get(cb);
+    expect(replay.status).toBe(400);
+    expect(replay.body).toContain('state mismatch');
+  });
+
+  it('refuses a code from IdP A presented with IdP B\u2019s own state (RFC 9207 iss check)', async () => {
+    const browser = new TestBrowser();
+    unis.a.nextUser = 'alice';
+    unis.b.nextUser = 'bob';
+    const fromA = await rpLogin(browser, issuer, RP, { extra: { idp_hint: 'uni-a' }, stopAt: /\/callback\/uni-a\?/ });
+    const other = new TestBrowser();
+    const fromB = await rpLogin(other, issuer, RP, { extra: { idp_hint: 'uni-b' }, stopAt: /\/callback\/uni-b\?/ });
+    const a = new URL(fromA.page.url);
+    const b = new URL(fromB.page.url);
+    const mixed = new URLSearchParams({ code: a.searchParams.get('code')!, state: b.searchParams.get('state')!, iss: a.searchParams.get('iss')! });
+    other.stopAt = undefined;
+    const page = await other.get(`${base}${PREFIX}callback/uni-b?${mixed}`);
+    expect(page.status).toBe(400);
+    expect(page.body).toContain('did not come from University B');
+  });
+
+  it('refuses a state that matches no login', async () => {
+    const page = await new TestBrowser().get(`${base}${PREFIX}callback/uni-a?code=abc&state=forged&iss=${encodeURIComponent(unis.a.issuer)}`);
+    expect(page.status).toBe(400);
+    expect(page.body).toContain('state mismatch');
+  });
+
+  it('refuses a redirect_uri the hub did not register', async () => {
+    const url = new URL(`${issuer}/auth`);
+    url.search = new URLSearchParams({ client_id: RP.clientId, redirect_uri: 'http://evil.invalid/cb', response_type: 'code', scope: 'openid' }).toString();
+    const page = await new TestBrowser().get(url.href);
+    expect(page.status).toBe(400);
+    expect(page.body).toContain('redirect_uri');
+    expect(page.redirects).toEqual([]);
+  });
+});
+
+describe('persistence and keys', () => {
+  it('keeps sessions and grants across a restart', async () => {
+    const first = await login({ uni: 'a', name: 'alice' });
+    const { tokens } = await redeem(first);
+    await restart();
+    // The refresh token still works...
+    const refreshed = await client.refreshTokenGrant(first.config, tokens.refresh_token!);
+    expect(refreshed.access_token).toBeTruthy();
+    // ...and the browser session still logs in without asking the university.
+    unis.a.nextUser = undefined;
+    const again = await rpLogin(first.browser, issuer, RP, { extra: { idp_hint: 'uni-a' } });
+    const { info } = await redeem({ ...again, browser: first.browser });
+    expect(info.username).toBe('alice');
+  });
+
+  it('rotates keys without ending sessions', async () => {
+    const first = await login({ uni: 'a', name: 'alice' });
+    const { tokens } = await redeem(first);
+    const before = (await (await fetch(`${issuer}/jwks`)).json()) as { keys: { kid: string }[] };
+    const kid = await app.bridge.rotateKeys();
+    const after = (await (await fetch(`${issuer}/jwks`)).json()) as { keys: { kid: string }[] };
+    expect(after.keys[0]!.kid).toBe(kid);
+    expect(after.keys.map((k) => k.kid)).toEqual(expect.arrayContaining(before.keys.map((k) => k.kid)));
+    const refreshed = await client.refreshTokenGrant(first.config, tokens.refresh_token!);
+    expect(refreshed.claims()!.sub).toBe(tokens.claims()!.sub);
+    unis.a.nextUser = undefined;
+    const again = await rpLogin(first.browser, issuer, RP, { extra: { idp_hint: 'uni-a' } });
+    const { tokens: newTokens } = await redeem({ ...again, browser: first.browser });
+    const header = JSON.parse(Buffer.from(newTokens.id_token!.split('.')[0]!, 'base64url').toString()) as { kid: string };
+    expect(header.kid).toBe(kid);
+  });
+});

@@ -1,0 +1,216 @@
+/**
+ * End to end with a REAL JupyterHub: the hub logs users in through the bridge (behind the hub's
+ * own proxy) with an authenticator that behaves like GenericOAuthenticator, and two
+ * oidc-provider universities with different username rules sit upstream.
+ */
+import { randomBytes } from 'node:crypto';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createTestDatabase, freePort, startHub, waitFor } from '@hubside/testing';
+import type { RunningHub, TestDatabase } from '@hubside/testing';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PREFIX, bridgeConfig, secretsEnv, startBridge, startUniversities } from './fixtures/setup.js';
+import type { Universities } from './fixtures/setup.js';
+
+const FIXTURES = dirname(fileURLToPath(new URL('./fixtures/bridge_authenticator.py', import.meta.url)));
+const CLIENT_ID = 'community-hub';
+const CLIENT_SECRET = randomBytes(24).toString('hex');
+const SERVICE_TOKEN = randomBytes(32).toString('hex');
+
+let hub: RunningHub;
+let database: TestDatabase;
+let unis: Universities;
+let bridge: FastifyInstance;
+let adminToken: string;
+
+beforeAll(async () => {
+  database = await createTestDatabase({ schemas: ['auth_bridge'] });
+  const bridgePort = await freePort();
+  // The hub keeps auth state (refresh tokens) encrypted; it reads the key from its environment.
+  process.env.JUPYTERHUB_CRYPT_KEY = randomBytes(32).toString('hex');
+  hub = await startHub({
+    admins: ['root-admin'],
+    users: ['root-admin'],
+    services: [{ name: 'auth-bridge', url: `http://127.0.0.1:${bridgePort}`, apiToken: SERVICE_TOKEN }],
+    extraConfig: `
+import sys
+sys.path.insert(0, ${JSON.stringify(FIXTURES)})
+c.JupyterHub.authenticator_class = 'bridge_authenticator.BridgeAuthenticator'
+_pub = _h['bindUrl'].rstrip('/')
+_iss = _pub + '/services/auth-bridge/oidc'
+c.BridgeAuthenticator.client_id = ${JSON.stringify(CLIENT_ID)}
+c.BridgeAuthenticator.client_secret = ${JSON.stringify(CLIENT_SECRET)}
+c.BridgeAuthenticator.authorize_url = _iss + '/auth'
+c.BridgeAuthenticator.token_url = _iss + '/token'
+c.BridgeAuthenticator.userdata_url = _iss + '/me'
+c.BridgeAuthenticator.oauth_callback_url = _pub + '/hub/oauth_callback'
+c.BridgeAuthenticator.scope = ['openid']
+c.Authenticator.enable_auth_state = True
+c.Authenticator.manage_groups = True
+c.Authenticator.auth_refresh_age = 1
+c.Authenticator.admin_users = {'root-admin'}
+`,
+  });
+  unis = await startUniversities(hub.url);
+  const config = bridgeConfig(
+    unis,
+    {
+      community: {
+        displayName: 'Community Hub',
+        clientId: CLIENT_ID,
+        clientSecretEnv: 'COMMUNITY_HUB_SECRET',
+        redirectUris: [`${hub.url}/hub/oauth_callback`],
+        loginUrl: `${hub.url}/hub/oauth_login`,
+        requirePkce: true,
+        allowedDomains: ['uni-a.edu', '*.uni-a.edu'],
+        groupMap: { 'uni-a:physics-staff': 'instructors', 'uni-a:students': 'students' },
+        adminGroups: ['instructors'],
+      },
+    },
+    hub.url,
+  );
+  bridge = await startBridge({
+    port: bridgePort,
+    config,
+    dataDir: database.dataDir,
+    databaseUrl: database.databaseUrl,
+    env: { ...secretsEnv(unis), COMMUNITY_HUB_SECRET: CLIENT_SECRET },
+    hub: { apiUrl: hub.hubApiUrl, token: SERVICE_TOKEN },
+  });
+  adminToken = await hub.createToken('root-admin');
+}, 120_000);
+
+afterAll(async () => {
+  await bridge?.close();
+  await hub?.stop();
+  await unis?.close();
+  await database?.drop();
+  delete process.env.JUPYTERHUB_CRYPT_KEY;
+});
+
+async function hubUser(name: string) {
+  return hub.api<{ name: string; admin: boolean; groups: string[] }>('GET', `/users/${encodeURIComponent(name)}`);
+}
+
+describe('a real JupyterHub logging in through the bridge', () => {
+  it('logs in a University A user as "alice", an admin in "instructors"', async () => {
+    unis.a.nextUser = 'alice';
+    const browser = hub.browser();
+    const page = await browser.get(`/hub/oauth_login?next=${encodeURIComponent('/hub/home')}&idp_hint=uni-a`);
+    expect(page.status).toBe(200);
+    expect(new URL(page.url).pathname).toBe('/hub/home');
+    // The chain went through the proxy to the bridge, to the university, and back.
+    expect(page.redirects.some((u) => u.startsWith(`${hub.url}${PREFIX}oidc/auth`))).toBe(true);
+    expect(page.redirects.some((u) => u.startsWith(unis.a.issuer))).toBe(true);
+    const user = await hubUser('alice');
+    expect(user.status).toBe(200);
+    expect(user.body).toMatchObject({ name: 'alice', admin: true, groups: ['instructors'] });
+  });
+
+  it('refreshes with the refresh_token grant, picking up new groups', async () => {
+    const token = await hub.createToken('alice');
+    const account = await bridge.db.selectFrom('account').select('id').where('username', '=', 'alice').executeTakeFirstOrThrow();
+    await bridge.db
+      .insertInto('code_membership')
+      .values({ account_id: account.id, code_id: 'manual', group_name: 'late-joiners', expires_at: new Date(Date.now() + 3600_000) })
+      .execute();
+    await waitFor(
+      async () => {
+        const me = await hub.api<{ groups: string[] }>('GET', '/user', undefined, token);
+        return me.body.groups.includes('late-joiners');
+      },
+      { timeoutMs: 20_000, intervalMs: 300, what: 'the hub to refresh alice and see her new group' },
+    );
+    expect(hub.logTail(400)).toContain('bridge refresh_token grant ok for alice');
+  });
+
+  it('refuses a University B user whose domain the hub does not allow, and creates no hub user', async () => {
+    unis.b.nextUser = 'bob';
+    const page = await hub.browser().get(`/hub/oauth_login?idp_hint=uni-b`);
+    expect(page.status).toBe(403);
+    expect(page.body).toContain('Your domain is not allowed on this hub');
+    expect((await hubUser('bob@uni-b.edu')).status).toBe(404);
+  });
+
+  it('shows the chooser with both universities when no hint is given', async () => {
+    const page = await hub.browser().get('/hub/oauth_login');
+    expect(page.status).toBe(200);
+    expect(page.url).toContain(`${PREFIX}interaction/`);
+    expect(page.body).toContain('University A');
+    expect(page.body).toContain('University B');
+  });
+});
+
+describe('event access codes and the admin API', () => {
+  const auth = () => ({ authorization: `token ${adminToken}`, 'content-type': 'application/json' });
+
+  it('lets a workshop guest in with a code, into the code\u2019s group', async () => {
+    const created = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, {
+      method: 'POST',
+      headers: auth(),
+      body: JSON.stringify({ group: 'workshop', expiresAt: new Date(Date.now() + 3600_000).toISOString(), maxUses: 1, idps: ['uni-b'] }),
+    });
+    expect(created.status).toBe(201);
+    const code = (await created.json()) as { id: string; link: string };
+    unis.b.nextUser = 'bob';
+    const page = await hub.browser().get(code.link);
+    expect(new URL(page.url).pathname).toBe('/hub/home');
+    const user = await hubUser('bob@uni-b.edu');
+    expect(user.body).toMatchObject({ name: 'bob@uni-b.edu', groups: ['workshop'], admin: false });
+
+    const list = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, { headers: auth() });
+    expect(((await list.json()) as { id: string; uses: number }[]).find((c) => c.id === code.id)).toMatchObject({ uses: 1 });
+    // A second person cannot use a one-use code.
+    const second = await hub.browser().get(code.link);
+    expect(second.status).toBe(410);
+    expect(second.body).toContain('used as many times as it allows');
+  });
+
+  it('refuses an expired code with a clear page', async () => {
+    const created = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, {
+      method: 'POST',
+      headers: auth(),
+      body: JSON.stringify({ group: 'old-workshop', expiresAt: new Date(Date.now() + 3600_000).toISOString(), maxUses: 10 }),
+    });
+    const code = (await created.json()) as { id: string; link: string };
+    await bridge.db.updateTable('access_code').set({ expires_at: new Date(Date.now() - 1000) }).where('id', '=', code.id).execute();
+    const page = await hub.browser().get(code.link);
+    expect(page.status).toBe(410);
+    expect(page.body).toContain('This event access code has expired');
+  });
+
+  it('revokes codes, lists hubs, IdPs and recent logins, and only for hub admins', async () => {
+    const created = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, {
+      method: 'POST',
+      headers: auth(),
+      body: JSON.stringify({ group: 'g', expiresAt: new Date(Date.now() + 3600_000).toISOString(), maxUses: 5 }),
+    });
+    const code = (await created.json()) as { id: string; link: string };
+    const revoked = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes/${code.id}`, { method: 'DELETE', headers: { authorization: `token ${adminToken}` } });
+    expect(revoked.status).toBe(200);
+    expect((await hub.browser().get(code.link)).body).toContain('revoked');
+
+    const hubs = (await (await fetch(`${hub.url}${PREFIX}api/hubs`, { headers: auth() })).json()) as { name: string; idps: string[] }[];
+    expect(hubs).toEqual([expect.objectContaining({ name: 'community', idps: ['uni-a', 'uni-b'] })]);
+    const idps = (await (await fetch(`${hub.url}${PREFIX}api/idps`, { headers: auth() })).json()) as { callbackUrl: string }[];
+    expect(idps.map((i) => i.callbackUrl)).toEqual([`${hub.url}${PREFIX}callback/uni-a`, `${hub.url}${PREFIX}callback/uni-b`]);
+    const logins = (await (await fetch(`${hub.url}${PREFIX}api/logins?hub=community`, { headers: auth() })).json()) as { outcome: string; reason: string | null }[];
+    expect(logins.some((l) => l.outcome === 'success')).toBe(true);
+    expect(logins.some((l) => l.reason === 'hub_domain')).toBe(true);
+
+    // bob came in with a workshop code and is no hub admin.
+    const bobToken = await hub.createToken('bob@uni-b.edu');
+    const forbidden = await fetch(`${hub.url}${PREFIX}api/hubs`, { headers: { authorization: `token ${bobToken}` } });
+    expect(forbidden.status).toBe(403);
+  });
+
+  it('revokes a user\u2019s sessions and grants', async () => {
+    const res = await fetch(`${hub.url}${PREFIX}api/hubs/community/users/alice/sessions`, { method: 'DELETE', headers: { authorization: `token ${adminToken}` } });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { revoked: number }).revoked).toBeGreaterThan(0);
+    const alice = await bridge.db.selectFrom('account').select('id').where('username', '=', 'alice').executeTakeFirstOrThrow();
+    const rows = await bridge.db.selectFrom('oidc_model').select('id').where('account_id', '=', alice.id).execute();
+    expect(rows).toEqual([]);
+  });
+});
