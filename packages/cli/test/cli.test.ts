@@ -107,7 +107,7 @@ describe('hubside migrate', () => {
     await database?.drop();
   });
 
-  it('migrates every service in its own schema', async () => {
+  it('migrates every service in its own schema', { timeout: 90_000 }, async () => {
     const env = cleanEnv({ HUBSIDE_DATA_DIR: database.dataDir, DATABASE_URL: database.databaseUrl });
     const r = await run(['migrate'], env);
     expect(r.stderr).toBe('');
