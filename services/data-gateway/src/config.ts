@@ -1,0 +1,108 @@
+import { z } from 'zod';
+import { templateProblem, templateUses } from './escape.js';
+
+const httpUrl = z.string().refine((v) => {
+  try {
+    const u = new URL(v);
+    return u.protocol === 'http:' || u.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}, 'must be an http(s) URL');
+
+/** Names of environment variables that hold secrets, so no secret lives in the community file. */
+const envName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'must be an environment variable name');
+
+const s3Settings = z
+  .object({
+    /** The role the gateway assumes for every user; its own policy is the ceiling. */
+    roleArn: z.string().min(1),
+    /** STS endpoint; defaults to the dataset's endpoint for s3-compatible, AWS's regional STS for s3. */
+    stsEndpoint: httpUrl.optional(),
+    /** Send session tags (AWS supports them; RGW accepts them). */
+    sessionTags: z.boolean().default(true),
+    /** Path-style addressing (RGW, MinIO). Default: true for s3-compatible. */
+    forcePathStyle: z.boolean().optional(),
+    /** Env variables with the gateway's own keys; without them the AWS default chain is used. */
+    accessKeyIdEnv: envName.optional(),
+    secretAccessKeyEnv: envName.optional(),
+  })
+  .strict();
+
+const gcsSettings = z
+  .object({
+    /** Env variable with a path to a service-account key file; default: Application Default Credentials. */
+    keyFileEnv: envName.optional(),
+  })
+  .strict();
+
+const azureSettings = z
+  .object({
+    /** https://<account>.blob.core.windows.net (or Azurite's https URL). */
+    accountUrl: httpUrl,
+    /** Env variable naming a file with the gateway's Entra ID access token for storage. */
+    tokenFileEnv: envName,
+    /** Pin the SAS service version (Azurite 3.35 verifies up to 2021-10-04-style SAS). */
+    sasVersion: z.string().regex(/^\d{4}-\d{2}-\d{2}$/).optional(),
+  })
+  .strict();
+
+const datasetName = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'dataset names are lower-case letters, digits, _ and -');
+
+export const datasetSchema = z
+  .object({
+    provider: z.enum(['s3', 's3-compatible', 'gcs', 'azure']),
+    /** Bucket (S3, GCS) or container (Azure). */
+    bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid bucket or container name'),
+    endpoint: httpUrl.optional(),
+    region: z.string().min(1).default('us-east-1'),
+    /** e.g. `home/{username}/`, `groups/{group}/`, `public/`, or '' for the whole bucket. */
+    prefix: z.string().superRefine((v, ctx) => {
+      const problem = templateProblem(v);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
+    access: z.enum(['read', 'read-write']).default('read'),
+    /** Groups whose members may use the dataset; empty means every user. */
+    groups: z.array(z.string().min(1)).default([]),
+    maxLifetimeSeconds: z.number().int().min(1).max(43_200).default(3600),
+    description: z.string().optional(),
+    /** Variable name in `api/env`, e.g. SCRATCH_BUCKET. */
+    envVar: envName.optional(),
+    s3: s3Settings.optional(),
+    gcs: gcsSettings.optional(),
+    azure: azureSettings.optional(),
+  })
+  .strict()
+  .superRefine((d, ctx) => {
+    if ((d.provider === 's3' || d.provider === 's3-compatible') && !d.s3) {
+      ctx.addIssue({ code: 'custom', path: ['s3'], message: `is required for provider ${d.provider} (at least roleArn)` });
+    }
+    if (d.provider === 's3-compatible' && !d.endpoint) ctx.addIssue({ code: 'custom', path: ['endpoint'], message: 'is required for s3-compatible' });
+    if (d.provider === 'azure' && !d.azure) ctx.addIssue({ code: 'custom', path: ['azure'], message: 'is required for provider azure' });
+    if (d.provider === 'azure' && d.prefix !== '') {
+      // A container SAS would cover the whole container: refusing is the only way not to widen the grant.
+      ctx.addIssue({ code: 'custom', path: ['prefix'], message: 'must be "" for azure: a SAS on a flat-namespace container cannot be limited to a prefix' });
+    }
+    if (templateUses(d.prefix) === 'group' && d.groups.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['groups'], message: 'must list the groups when the prefix uses {group}' });
+    }
+    if (d.s3 && (d.s3.accessKeyIdEnv === undefined) !== (d.s3.secretAccessKeyEnv === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['s3'], message: 'accessKeyIdEnv and secretAccessKeyEnv go together' });
+    }
+  });
+export type DatasetConfig = z.output<typeof datasetSchema>;
+
+export const configSchema = z
+  .object({
+    /** The region the hub runs in; datasets elsewhere carry an egress warning. */
+    hubRegion: z.string().min(1).optional(),
+    /** Seconds to wait for a storage backend before answering 502. */
+    backendTimeoutSeconds: z.number().positive().max(120).default(10),
+    /** Cached credentials are reused until this fraction of their lifetime has passed. */
+    cacheRefreshFraction: z.number().gt(0).lt(1).default(0.8),
+    /** The URL users' servers reach the gateway at, for `api/env` (default: derived from the request). */
+    publicUrl: httpUrl.optional(),
+    datasets: z.record(datasetName, datasetSchema).default({}),
+  })
+  .strict();
+export type DataGatewayConfig = z.output<typeof configSchema>;

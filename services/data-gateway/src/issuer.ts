@@ -1,0 +1,98 @@
+import { createHash } from 'node:crypto';
+import type { Backend, IssueRequest, Issued } from './backends/types.js';
+
+export class BackendError extends Error {
+  override readonly name = 'BackendError';
+  readonly backend: string;
+  constructor(backend: string, message: string) {
+    super(message);
+    this.backend = backend;
+  }
+}
+
+interface Entry {
+  promise: Promise<Issued>;
+  refreshAt: number;
+}
+
+export interface IssuerOptions {
+  timeoutMs: number;
+  refreshFraction: number;
+  now?: () => number;
+  onBackendCall?: (backend: string, dataset: string, ok: boolean, seconds: number) => void;
+}
+
+/** Cache key: user, dataset, access and the prefixes granted (so a group change is a new key). */
+export function cacheKey(username: string, req: Pick<IssueRequest, 'datasetName' | 'grant'>): string {
+  return createHash('sha256').update(JSON.stringify([username, req.datasetName, req.grant.access, req.grant.prefixes])).digest('hex');
+}
+
+/**
+ * Credentials per (user, dataset, access), reused until `refreshFraction` of their lifetime has
+ * passed. Concurrent identical requests share one backend call. Failures are not cached.
+ */
+export function createIssuer(opts: IssuerOptions) {
+  const now = opts.now ?? Date.now;
+  const entries = new Map<string, Entry>();
+  let calls = 0;
+
+  function sweep(): void {
+    if (entries.size < 10_000) return;
+    const t = now();
+    for (const [k, e] of entries) if (e.refreshAt <= t) entries.delete(k);
+  }
+
+  async function callBackend(backend: Backend, req: Omit<IssueRequest, 'signal'>): Promise<Issued> {
+    calls += 1;
+    const controller = new AbortController();
+    const started = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          controller.abort();
+          reject(new BackendError(backend.name, `${backend.name} did not answer within ${opts.timeoutMs} ms`));
+        }, opts.timeoutMs);
+      });
+      const issued = await Promise.race([backend.issue({ ...req, signal: controller.signal }), timeout]);
+      opts.onBackendCall?.(backend.name, req.datasetName, true, (performance.now() - started) / 1000);
+      return issued;
+    } catch (err) {
+      opts.onBackendCall?.(backend.name, req.datasetName, false, (performance.now() - started) / 1000);
+      if (err instanceof BackendError) throw err;
+      const e = err as { name?: string; message?: string };
+      // The provider's own error name and message say what went wrong; they never hold our secrets.
+      throw new BackendError(backend.name, `${backend.name} refused or failed: ${e.name ?? 'Error'}: ${String(e.message ?? err).slice(0, 300)}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  return {
+    /** `cached` tells whether a backend call was avoided. */
+    async get(backend: Backend, req: Omit<IssueRequest, 'signal'>): Promise<{ issued: Issued; cached: boolean }> {
+      const key = cacheKey(req.username, req);
+      const hit = entries.get(key);
+      if (hit && hit.refreshAt > now()) return { issued: await hit.promise, cached: true };
+      sweep();
+      const requestedAt = now();
+      const entry: Entry = { promise: callBackend(backend, req), refreshAt: Number.POSITIVE_INFINITY };
+      entries.set(key, entry);
+      try {
+        const issued = await entry.promise;
+        entry.refreshAt = requestedAt + (issued.expiration.getTime() - requestedAt) * opts.refreshFraction;
+        return { issued, cached: false };
+      } catch (err) {
+        if (entries.get(key) === entry) entries.delete(key);
+        throw err;
+      }
+    },
+    get backendCalls() {
+      return calls;
+    },
+    clear() {
+      entries.clear();
+    },
+  };
+}
+export type Issuer = ReturnType<typeof createIssuer>;
