@@ -1,27 +1,54 @@
 import { createServiceApp, schemaFor } from '@hubside/service-kit';
 import type { BuildOptions, ServiceDefinition } from '@hubside/service-kit';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
-import { z } from 'zod';
+import fp from 'fastify-plugin';
+import { configSchema, pollIntervalMs, prometheusUrl } from './config.js';
+import type { UsageCollectorConfig } from './config.js';
 import { migrations } from './migrations/index.js';
+import { usagePoller } from './poller.js';
+import { usageRoutes } from './routes.js';
 
-/** This service's section of the community file. Later issues grow it; every field has a default. */
-export const configSchema = z.object({}).strict();
-export type UsageCollectorConfig = z.output<typeof configSchema>;
+export { configSchema } from './config.js';
+export type { UsageCollectorConfig } from './config.js';
 
 export interface UsageCollectorOptions {
-  prefix: string;
+  /** Route prefix, e.g. /services/usage-collector/ (not `prefix`: Fastify would apply that a second time). */
+  routePrefix: string;
   config: UsageCollectorConfig;
+  /** Poll interval; default from HUBSIDE_POLL_INTERVAL or `pollSeconds`. */
+  pollIntervalMs?: number;
+  /** Start polling on ready (default true); tests call `app.usagePoller.pollOnce()` instead. */
+  autoPoll?: boolean;
+  /** Default: PROMETHEUS_URL. */
+  prometheusUrl?: string;
 }
 
-/** The usage-collector routes, as a Fastify plugin without side effects. */
-const usageCollector: FastifyPluginAsync<UsageCollectorOptions> = async () => {
-  // Routes arrive with the usage-collector issue; whoami, health and metrics come from service-kit.
+/** The usage-collector: poller, pricing, budgets and the usage API, as one Fastify plugin. */
+const usageCollectorPlugin: FastifyPluginAsync<UsageCollectorOptions> = async (app, opts) => {
+  await app.register(usagePoller, {
+    config: opts.config,
+    intervalMs: opts.pollIntervalMs ?? pollIntervalMs(opts.config),
+    autoStart: opts.autoPoll ?? true,
+    prometheusUrl: opts.prometheusUrl ?? prometheusUrl(),
+  });
+  await app.register(usageRoutes, { routePrefix: opts.routePrefix, config: opts.config });
 };
+// Not encapsulated, so `app.usagePoller` is reachable from the app that registers it (tests, the CLI).
+const usageCollector = fp(usageCollectorPlugin, { name: 'hubside-usage-collector', fastify: '5.x', dependencies: ['hubside-database'] });
 export default usageCollector;
 
-export async function buildApp(opts: BuildOptions<UsageCollectorConfig>): Promise<FastifyInstance> {
+export async function buildApp(
+  opts: BuildOptions<UsageCollectorConfig> & { pollIntervalMs?: number; autoPoll?: boolean },
+): Promise<FastifyInstance> {
+  // Read the interval before any I/O, so a bad HUBSIDE_POLL_INTERVAL fails fast as a config error.
+  const intervalMs = opts.pollIntervalMs ?? pollIntervalMs(opts.config);
   const app = await createServiceApp({ ...opts, database: { schema: schemaFor('usage-collector'), migrations } });
-  await app.register(usageCollector, { prefix: opts.settings.prefix, config: opts.config });
+  await app.register(usageCollector, {
+    routePrefix: opts.settings.prefix,
+    config: opts.config,
+    pollIntervalMs: intervalMs,
+    ...(opts.autoPoll !== undefined ? { autoPoll: opts.autoPoll } : {}),
+  });
   return app;
 }
 

@@ -1,0 +1,183 @@
+import type { HubUser } from '@hubside/hub-client';
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import type { Kysely } from 'kysely';
+import { Counter, Gauge, Histogram } from 'prom-client';
+import type { UsageCollectorConfig } from './config.js';
+import { evaluateBudgets, recordWarnings } from './budgets.js';
+import { queryMeasured, storeMeasured } from './measured.js';
+import { rollupSessions } from './retention.js';
+import { sessionsRepository } from './sessions-repository.js';
+import type { ObservedServer, ReconcileResult } from './sessions-repository.js';
+import type { UsageDB } from './usage.table.js';
+
+export interface UsagePoller {
+  /** Runs one complete poll now (after any poll in flight) and resolves with what it did. */
+  pollOnce(): Promise<ReconcileResult>;
+  intervalMs: number;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    usagePoller: UsagePoller;
+  }
+}
+
+export interface PollerOptions {
+  config: UsageCollectorConfig;
+  intervalMs: number;
+  /** Start the timer on ready; tests turn it off and call pollOnce(). */
+  autoStart: boolean;
+  /** Query measured usage from this Prometheus after each poll. */
+  prometheusUrl?: string | undefined;
+}
+
+/** Turn the hub's model of a user into the servers that count as running. */
+export function observe(user: HubUser, config: UsageCollectorConfig): ObservedServer[] {
+  if (!user.servers) {
+    throw new Error('the hub returned users without `servers`: the service token needs read:servers (and list:users, read:users)');
+  }
+  const out: ObservedServer[] = [];
+  for (const [name, server] of Object.entries(user.servers)) {
+    // A spawn still pending may yet fail (or be refused by the pre-spawn check): it counts once ready.
+    if (!server.started || (server.pending === 'spawn' && !server.ready)) continue;
+    const started = new Date(server.started.endsWith('Z') || /[+-]\d\d:\d\d$/.test(server.started) ? server.started : `${server.started}Z`);
+    if (Number.isNaN(started.getTime())) continue;
+    const options = server.user_options && typeof server.user_options === 'object' ? server.user_options : {};
+    const slug = options[config.profileOption];
+    const profile = typeof slug === 'string' && slug.length > 0 && slug.length <= 200 ? slug : null;
+    out.push({
+      user: user.name,
+      server: name,
+      started,
+      profile,
+      userOptions: options,
+      resources: (profile !== null ? config.profiles[profile] : undefined) ?? config.defaultResources,
+      groups: [...(user.groups ?? [])].sort(),
+      lastActivity: server.last_activity ? new Date(server.last_activity) : null,
+    });
+  }
+  return out;
+}
+
+async function registerPoller(fastify: FastifyInstance, opts: PollerOptions): Promise<void> {
+  const db = fastify.db as Kysely<UsageDB>;
+  const repo = sessionsRepository(db);
+  const registry = fastify.kit.metrics.registry;
+  // Aggregates only: never a label per user.
+  const polls = new Counter({ name: 'hubside_usage_polls_total', help: 'Hub polls by outcome', labelNames: ['result'], registers: [registry] });
+  const duration = new Histogram({ name: 'hubside_usage_poll_duration_seconds', help: 'Wall time of one hub poll', registers: [registry], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] });
+  const running = new Gauge({ name: 'hubside_usage_running_servers', help: 'Servers running at the last poll', registers: [registry] });
+  const byGroup = new Gauge({ name: 'hubside_usage_running_servers_by_group', help: 'Servers running at the last poll, per hub group', labelNames: ['group'], registers: [registry] });
+  const sessionsOpened = new Counter({ name: 'hubside_usage_sessions_opened_total', help: 'Sessions first seen', registers: [registry] });
+  const sessionsClosed = new Counter({ name: 'hubside_usage_sessions_closed_total', help: 'Sessions seen to stop', registers: [registry] });
+
+  let chain: Promise<unknown> = Promise.resolve();
+  let timer: NodeJS.Timeout | undefined;
+  let closing = false;
+
+  async function doPoll(): Promise<ReconcileResult> {
+    const hub = fastify.kit.hub;
+    if (!hub) throw new Error('no hub configured');
+    const end = duration.startTimer();
+    try {
+      const observed: ObservedServer[] = [];
+      const users = new Map<string, string[]>();
+      // The whole listing must succeed before anything is written: a partial one would close sessions that still run.
+      for await (const user of hub.listUsers({ state: 'active' })) {
+        const servers = observe(user, opts.config);
+        observed.push(...servers);
+        if (servers.length > 0) users.set(user.name, [...(user.groups ?? [])]);
+      }
+      const now = new Date();
+      const result = await repo.reconcile(observed, now);
+      polls.inc({ result: result.locked ? 'ok' : 'skipped-locked' });
+      if (result.locked) {
+        sessionsOpened.inc(result.opened);
+        sessionsClosed.inc(result.closed);
+        running.set(observed.length);
+        byGroup.reset();
+        for (const o of observed) for (const g of o.groups) byGroup.inc({ group: g });
+        await budgetsAfterPoll(users, now);
+        await retentionAfterPoll(now);
+        await measureAfterPoll(now);
+      }
+      return result;
+    } catch (err) {
+      polls.inc({ result: 'error' });
+      throw err;
+    } finally {
+      end();
+    }
+  }
+
+  async function budgetsAfterPoll(users: Map<string, string[]>, now: Date): Promise<void> {
+    const cfg = opts.config.budgets;
+    if (!cfg.default && Object.keys(cfg.users).length === 0 && Object.keys(cfg.groups).length === 0) return;
+    for (const [user, groups] of users) {
+      const evaluated = await evaluateBudgets(repo, opts.config, user, groups, now);
+      await recordWarnings(db, opts.config, evaluated, now, fastify.log);
+      if (cfg.stopOverLimit && evaluated.some((e) => e.ratio >= 1)) {
+        fastify.log.warn({ user }, 'stopping servers over a hard budget limit');
+        const model = await fastify.kit.hub!.getUser(user);
+        for (const name of Object.keys(model?.servers ?? {})) await fastify.kit.hub!.stopServer(user, { serverName: name });
+      }
+    }
+  }
+
+  let lastMeasured = 0;
+  async function measureAfterPoll(now: Date): Promise<void> {
+    if (!opts.prometheusUrl) return;
+    const windowSeconds = lastMeasured ? Math.min(3600, (now.getTime() - lastMeasured) / 1000) : opts.intervalMs / 1000;
+    try {
+      const samples = await queryMeasured(opts.prometheusUrl, windowSeconds, now);
+      await storeMeasured(db, now, windowSeconds, samples);
+      lastMeasured = now.getTime();
+    } catch (err) {
+      // Measured usage is an extra: sessions and billing go on without it.
+      fastify.log.warn({ err: String(err) }, 'measured usage from Prometheus failed');
+    }
+  }
+
+  let lastRollup = 0;
+  async function retentionAfterPoll(now: Date): Promise<void> {
+    const days = opts.config.retention.rawDays;
+    // Hourly is plenty: rollups only move whole closed sessions older than `rawDays`.
+    if (days === 0 || now.getTime() - lastRollup < 3_600_000) return;
+    lastRollup = now.getTime();
+    const r = await rollupSessions(db, new Date(now.getTime() - days * 86_400_000));
+    if (r.sessions > 0) fastify.log.info(r, 'rolled up old sessions into daily usage');
+  }
+
+  function pollOnce(): Promise<ReconcileResult> {
+    const next = chain.then(doPoll, doPoll);
+    chain = next.catch(() => undefined);
+    return next;
+  }
+
+  function schedule(): void {
+    if (closing) return;
+    timer = setTimeout(() => {
+      pollOnce()
+        .catch((err: unknown) => fastify.log.error({ err }, 'hub poll failed; the next poll will retry'))
+        .finally(schedule);
+    }, opts.intervalMs);
+    timer.unref?.();
+  }
+
+  fastify.decorate('usagePoller', { pollOnce, intervalMs: opts.intervalMs });
+  fastify.addHook('onReady', async () => {
+    if (!opts.autoStart || !opts.config.poll || !fastify.kit.hub) return;
+    // First poll right away, so a restart closes the gap at once; never block readiness on it.
+    pollOnce()
+      .catch((err: unknown) => fastify.log.error({ err }, 'hub poll failed; the next poll will retry'))
+      .finally(schedule);
+  });
+  fastify.addHook('onClose', async () => {
+    closing = true;
+    clearTimeout(timer);
+    await chain;
+  });
+}
+
+export const usagePoller = fp(registerPoller, { name: 'hubside-usage-poller', fastify: '5.x', dependencies: ['hubside-database'] });

@@ -1,0 +1,332 @@
+import { HubUnavailableError } from '@hubside/hub-client';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { Kysely } from 'kysely';
+import { createError } from '@hubside/service-kit';
+import { Decimal } from 'decimal.js';
+import { z } from 'zod';
+import { maySeeGroup, maySeeUser, visibilityOf } from './access.js';
+import type { Visibility } from './access.js';
+import { evaluateBudgets, listEvents, quotaFrom, recordWarnings } from './budgets.js';
+import type { UsageCollectorConfig } from './config.js';
+import { csvLine } from './csv.js';
+import { buildStatement, hoursOf, monthStart, nextMonth, priceSession, roundMoney, sortCards } from './pricing.js';
+import type { PricedSession } from './pricing.js';
+import { sessionsRepository, toPriced } from './sessions-repository.js';
+import type { SessionRow } from './sessions-repository.js';
+import type { UsageDB } from './usage.table.js';
+
+const ForbiddenUsage = createError('HUBSIDE_USAGE_ERR_FORBIDDEN', '%s', 403);
+const UnknownName = createError('HUBSIDE_USAGE_ERR_NOT_FOUND', '%s', 404);
+const BadRange = createError('HUBSIDE_USAGE_ERR_RANGE', '%s', 400);
+
+const MIN_T = Date.UTC(2000, 0, 1);
+const MAX_T = Date.UTC(2100, 0, 1);
+const MAX_RANGE_DAYS = 400;
+// JupyterHub names are free text, but not unbounded; anything longer is certainly no hub user.
+const name = z.string().min(1).max(255);
+
+const instant = z
+  .string()
+  .max(40)
+  .regex(/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?)?$/, 'must be a date (YYYY-MM-DD) or an ISO 8601 time')
+  .transform((v, ctx) => {
+    const t = Date.parse(v.length === 10 ? `${v}T00:00:00Z` : /Z|[+-]\d{2}:\d{2}$/.test(v) ? v : `${v}Z`);
+    if (Number.isNaN(t) || t < MIN_T || t > MAX_T) {
+      ctx.addIssue({ code: 'custom', message: 'must be a real date between 2000 and 2100' });
+      return z.NEVER;
+    }
+    return t;
+  });
+
+const usageQuery = z
+  .object({
+    from: instant.optional(),
+    to: instant.optional(),
+    user: name.optional(),
+    group: name.optional(),
+    granularity: z.enum(['day', 'week', 'month']).default('day'),
+  })
+  .strict();
+
+const period = z
+  .string()
+  .regex(/^\d{4}-(0[1-9]|1[0-2])$/, 'must be a month, YYYY-MM')
+  .transform((v) => Date.UTC(Number(v.slice(0, 4)), Number(v.slice(5, 7)) - 1, 1));
+const statementsQuery = z
+  .object({ period: period.optional(), from: instant.optional(), to: instant.optional(), user: name.optional(), group: name.optional() })
+  .strict();
+
+const usageRow = z.object({ period: z.string(), user: z.string(), hours: z.string(), cost: z.string(), sessions: z.number() });
+const usageResponse = z.object({
+  from: z.string(),
+  to: z.string(),
+  granularity: z.string(),
+  currency: z.string(),
+  rows: z.array(usageRow),
+  total: z.object({ hours: z.string(), cost: z.string() }),
+});
+const statementResponse = z.object({
+  from: z.string(),
+  to: z.string(),
+  currency: z.string(),
+  attribution: z.enum(['primary', 'split', 'full']),
+  users: z.array(z.object({ user: z.string(), groups: z.array(z.string()), hours: z.string(), gross: z.string(), allowance: z.string(), net: z.string() })),
+  groups: z.array(z.object({ group: z.string(), users: z.number(), net: z.string(), overlapping: z.boolean() })),
+  unattributed: z.string(),
+  total: z.object({ hours: z.string(), gross: z.string(), net: z.string() }),
+});
+const quotaResponse = z.object({
+  allow_server_launch: z.boolean(),
+  used: z.string(),
+  limit: z.string().nullable(),
+  unit: z.enum(['currency', 'hours']).nullable(),
+  window: z.string().nullable(),
+  message: z.string(),
+});
+const sessionResponse = z.object({
+  user: z.string(),
+  server: z.string(),
+  profile: z.string().nullable(),
+  user_options: z.record(z.string(), z.unknown()),
+  resources: z.record(z.string(), z.number()),
+  started: z.string(),
+  last_activity: z.string().nullable(),
+  last_seen: z.string(),
+  stopped: z.string().nullable(),
+  /** Upper bound of the stop; `stopped` is the lower one. */
+  stop_observed: z.string().nullable(),
+  stop_uncertainty_seconds: z.number().nullable(),
+  stop_source: z.string().nullable(),
+});
+
+export interface RoutesOptions {
+  routePrefix: string;
+  config: UsageCollectorConfig;
+}
+
+function bucketStart(t: number, g: 'day' | 'week' | 'month'): number {
+  if (g === 'month') return monthStart(t);
+  const d = new Date(t);
+  const day = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate());
+  if (g === 'day') return day;
+  const dow = (d.getUTCDay() + 6) % 7; // ISO weeks start on Monday
+  return day - dow * 86_400_000;
+}
+function bucketEnd(start: number, g: 'day' | 'week' | 'month'): number {
+  return g === 'month' ? nextMonth(start) : start + (g === 'day' ? 1 : 7) * 86_400_000;
+}
+
+function checkRange(from: number, to: number): void {
+  if (to <= from) throw new BadRange('query.to: must be after query.from');
+  if (to - from > MAX_RANGE_DAYS * 86_400_000) throw new BadRange(`query: a range may span at most ${MAX_RANGE_DAYS} days`);
+}
+
+async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<void> {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+  const { routePrefix: prefix, config } = opts;
+  const db = fastify.db as Kysely<UsageDB>;
+  const repo = sessionsRepository(db);
+  const cards = sortCards(config.rateCards);
+
+  async function hubUserGroups(user: string): Promise<string[] | null> {
+    const hub = fastify.kit.hub;
+    if (hub) {
+      const model = await hub.getUser(user);
+      if (model) return [...(model.groups ?? [])];
+    }
+    if (await repo.knownUser(user)) {
+      const rows = await repo.overlapping({ from: new Date(MIN_T), to: new Date(MAX_T), users: [user] });
+      return rows.at(-1)?.groups ?? [];
+    }
+    return null;
+  }
+
+  async function groupExists(group: string): Promise<boolean> {
+    if (config.budgets.groups[group] || config.attribution.groupOrder.includes(group)) return true;
+    if (await repo.knownGroup(group)) return true;
+    const hub = fastify.kit.hub;
+    if (hub) {
+      try {
+        return (await hub.getGroup(group)) !== null;
+      } catch {
+        return false;
+      }
+    }
+    return false;
+  }
+
+  /** Sessions the caller may see for the selection, or an error naming why not. */
+  async function select(request: FastifyRequest, v: Visibility, q: { user?: string | undefined; group?: string | undefined }, from: number, to: number): Promise<{ rows: SessionRow[]; onlyGroups?: Set<string> }> {
+    const range = { from: new Date(from), to: new Date(to) };
+    if (q.user !== undefined) {
+      const groups = await hubUserGroups(q.user);
+      // Don't tell a student whether another name exists.
+      if (groups === null) {
+        if (!v.all && q.user !== v.self && v.groups.size === 0) throw new ForbiddenUsage('you may only read your own usage');
+        throw new UnknownName(`query.user: no user ${JSON.stringify(q.user)}`);
+      }
+      if (!maySeeUser(v, q.user, groups)) throw new ForbiddenUsage(!v.all && v.groups.size ? 'query.user: not a member of a group you manage' : 'you may only read your own usage');
+      let rows = await repo.overlapping({ ...range, users: [q.user] });
+      if (q.group !== undefined) rows = rows.filter((r) => r.groups.includes(q.group!));
+      return { rows };
+    }
+    if (q.group !== undefined) {
+      if (!maySeeGroup(v, q.group)) throw new ForbiddenUsage(`query.group: you do not manage group ${JSON.stringify(q.group)}`);
+      if (!(await groupExists(q.group))) throw new UnknownName(`query.group: no group ${JSON.stringify(q.group)}`);
+      return { rows: await repo.overlapping({ ...range, groups: [q.group] }), onlyGroups: new Set([q.group]) };
+    }
+    if (v.all) return { rows: await repo.overlapping(range) };
+    request.log.debug({ managed: v.groups.size }, 'limited usage view');
+    const own = v.self ? await repo.overlapping({ ...range, users: [v.self] }) : [];
+    const managed = await repo.overlapping({ ...range, groups: [...v.groups] });
+    const byId = new Map<string, SessionRow>();
+    for (const r of [...own, ...managed]) byId.set(r.id, r);
+    return { rows: [...byId.values()], ...(v.groups.size ? { onlyGroups: new Set(v.groups) } : {}) };
+  }
+
+  function byUser(rows: readonly SessionRow[], now: Date): Map<string, PricedSession[]> {
+    const out = new Map<string, PricedSession[]>();
+    for (const r of rows) {
+      const list = out.get(r.user_name) ?? [];
+      list.push(toPriced(r, now));
+      out.set(r.user_name, list);
+    }
+    return out;
+  }
+
+  async function usage(request: FastifyRequest, q: z.output<typeof usageQuery>) {
+    const now = Date.now();
+    const to = q.to ?? now;
+    const from = q.from ?? monthStart(Math.min(to - 1, now));
+    checkRange(from, to);
+    const v = visibilityOf(request.hubUser!, config);
+    const { rows } = await select(request, v, q, from, to);
+    const acc = new Map<string, { period: string; user: string; seconds: number; cost: ReturnType<typeof priceSession>['cost']; sessions: number }>();
+    const nowDate = new Date(now);
+    for (const r of rows) {
+      const s = toPriced(r, nowDate);
+      const a = Math.max(from, s.start.getTime());
+      const b = Math.min(to, s.end.getTime());
+      for (let p = bucketStart(a, q.granularity); p < b; p = bucketEnd(p, q.granularity)) {
+        const priced = priceSession(s, Math.max(p, from), Math.min(bucketEnd(p, q.granularity), to), cards);
+        if (priced.seconds <= 0) continue;
+        const period = new Date(p).toISOString().slice(0, 10);
+        const k = JSON.stringify([period, s.user]);
+        const cur = acc.get(k);
+        if (cur) acc.set(k, { ...cur, seconds: cur.seconds + priced.seconds, cost: cur.cost.plus(priced.cost), sessions: cur.sessions + 1 });
+        else acc.set(k, { period, user: s.user, seconds: priced.seconds, cost: priced.cost, sessions: 1 });
+      }
+    }
+    const list = [...acc.values()].sort((x, y) => (x.period === y.period ? (x.user < y.user ? -1 : 1) : x.period < y.period ? -1 : 1));
+    let totalSeconds = 0;
+    let totalCost = new Decimal(0);
+    for (const r of list) {
+      totalSeconds += r.seconds;
+      totalCost = totalCost.plus(roundMoney(r.cost));
+    }
+    return {
+      from: new Date(from).toISOString(),
+      to: new Date(to).toISOString(),
+      granularity: q.granularity,
+      currency: config.currency,
+      rows: list.map((r) => ({ period: r.period, user: r.user, hours: hoursOf(r.seconds), cost: roundMoney(r.cost).toFixed(2), sessions: r.sessions })),
+      total: { hours: hoursOf(totalSeconds), cost: totalCost.toFixed(2) },
+    };
+  }
+
+  app.get(`${prefix}api/usage`, { schema: { querystring: usageQuery, response: { 200: usageResponse } } }, async (request) => usage(request, request.query));
+
+  app.get(`${prefix}api/usage.csv`, { schema: { querystring: usageQuery } }, async (request, reply) => {
+    const body = await usage(request, request.query);
+    let out = csvLine(['period', 'user', 'hours', `cost_${body.currency}`, 'sessions']);
+    for (const r of body.rows) out += csvLine([r.period, r.user, r.hours, r.cost, r.sessions]);
+    return reply
+      .type('text/csv; charset=utf-8')
+      .header('content-disposition', `attachment; filename="usage-${body.from.slice(0, 10)}-${body.to.slice(0, 10)}.csv"`)
+      .send(out);
+  });
+
+  app.get(`${prefix}api/statements`, { schema: { querystring: statementsQuery, response: { 200: statementResponse } } }, async (request) => {
+    const q = request.query;
+    if (q.period !== undefined && (q.from !== undefined || q.to !== undefined)) throw new BadRange('query: give either period or from/to, not both');
+    const now = Date.now();
+    const from = q.period ?? q.from ?? monthStart(now);
+    const to = q.period !== undefined ? nextMonth(q.period) : (q.to ?? nextMonth(from));
+    checkRange(from, to);
+    const v = visibilityOf(request.hubUser!, config);
+    // The allowance is spent from the start of the month, so earlier sessions of that month are needed too.
+    const { rows, onlyGroups } = await select(request, v, q, monthStart(from), to);
+    return buildStatement({
+      sessionsByUser: byUser(rows, new Date(now)),
+      from,
+      to,
+      cards,
+      currency: config.currency,
+      rule: config.attribution.rule,
+      order: config.attribution.groupOrder,
+      ...(onlyGroups ? { onlyGroups } : {}),
+    });
+  });
+
+  app.get(
+    `${prefix}api/sessions`,
+    { schema: { querystring: usageQuery.omit({ granularity: true }), response: { 200: z.object({ sessions: z.array(sessionResponse) }) } } },
+    async (request) => {
+      const q = request.query;
+      const now = Date.now();
+      const to = q.to ?? now + 1;
+      const from = q.from ?? monthStart(now);
+      checkRange(from, to);
+      const { rows } = await select(request, visibilityOf(request.hubUser!, config), q, from, to);
+      return {
+        sessions: rows.map((r) => ({
+          user: r.user_name,
+          server: r.server_name,
+          profile: r.profile,
+          user_options: r.user_options,
+          resources: r.resources as unknown as Record<string, number>,
+          started: r.started.toISOString(),
+          last_activity: r.last_activity?.toISOString() ?? null,
+          last_seen: r.last_seen.toISOString(),
+          stopped: r.stopped?.toISOString() ?? null,
+          stop_observed: r.stop_observed?.toISOString() ?? null,
+          stop_uncertainty_seconds: r.stopped && r.stop_observed ? (r.stop_observed.getTime() - r.stopped.getTime()) / 1000 : null,
+          stop_source: r.stop_source,
+        })),
+      };
+    },
+  );
+
+  app.get(`${prefix}api/users/:name/quota`, { schema: { params: z.object({ name }).strict(), response: { 200: quotaResponse } } }, async (request) => {
+    const user = request.params.name;
+    const v = visibilityOf(request.hubUser!, config);
+    if (!v.all && user !== v.self) throw new ForbiddenUsage('you may only read your own quota');
+    let groups: string[] | null;
+    try {
+      groups = await hubUserGroups(user);
+    } catch (err) {
+      // The hook decides fail-open or fail-closed; we only say the hub could not be asked.
+      throw new HubUnavailableError(`could not read ${JSON.stringify(user)} from the hub: ${(err as Error).message}`);
+    }
+    if (groups === null) throw new UnknownName(`params.name: no user ${JSON.stringify(user)}`);
+    const now = new Date();
+    const evaluated = await evaluateBudgets(repo, config, user, groups, now);
+    // A spawn attempt is a moment the user should hear about their budget, not only the next poll.
+    await recordWarnings(db, config, evaluated, now, request.log);
+    return quotaFrom(evaluated, config.currency);
+  });
+
+  const eventsResponse = z.object({
+    events: z.array(
+      z.object({ subject_kind: z.string(), subject: z.string(), threshold: z.number(), window: z.string(), used: z.string(), limit: z.string(), unit: z.string(), at: z.string() }),
+    ),
+  });
+  app.get(`${prefix}api/events`, { schema: { response: { 200: eventsResponse } } }, async (request) => {
+    const v = visibilityOf(request.hubUser!, config);
+    return { events: await listEvents(db, v.all ? {} : { subjects: [v.self, ...v.groups] }) };
+  });
+}
+
+export const usageRoutes = fp(routes, { name: 'hubside-usage-routes', fastify: '5.x', dependencies: ['hubside-database', 'hubside-hub-auth'] });
