@@ -3,25 +3,53 @@ import type { BuildOptions, ServiceDefinition } from '@hubside/service-kit';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
 import { migrations } from './migrations/index.js';
+import { documentSchema, semanticProblems } from './profiles/schema.js';
+import { profilesPlugin } from './routes/profiles.js';
+import { spawnPagePlugin } from './routes/spawn-page.js';
 
-/** This service's section of the community file. Later issues grow it; every field has a default. */
-export const configSchema = z.object({}).strict();
+/** This service's section of the community file. Every field has a default. */
+export const configSchema = z
+  .object({
+    /** The first version of the profiles document (KubeSpawner `profile_list` plus our additions). Later versions live in the database. */
+    profiles: documentSchema.default([]).superRefine((doc, ctx) => {
+      for (const p of semanticProblems(doc)) ctx.addIssue({ code: 'custom', message: `${p.path}: ${p.message}` });
+    }),
+    /** Members of these hub groups may edit profiles, besides hub admins (matched case-insensitively). */
+    adminGroups: z.array(z.string().min(1)).default([]),
+    /** Longest unlisted-choice value accepted; a bound on regex work. */
+    unlistedMaxLength: z.number().int().min(1).max(4096).default(512),
+    /** How long one validation_regex match may run before it is refused. */
+    regexTimeoutMs: z.number().int().min(1).max(1000).default(50),
+    /** How long a user's hub groups are reused for a service asking on their behalf. */
+    groupsCacheSeconds: z.number().min(0).max(300).default(5),
+  })
+  .strict();
 export type ProfileApiConfig = z.output<typeof configSchema>;
 
 export interface ProfileApiOptions {
-  prefix: string;
+  /** The service prefix; not Fastify's `prefix` option, which would apply it a second time. */
+  routePrefix: string;
   config: ProfileApiConfig;
 }
 
 /** The profile-api routes, as a Fastify plugin without side effects. */
-const profileApi: FastifyPluginAsync<ProfileApiOptions> = async () => {
-  // Routes arrive with the profile-api issue; whoami, health and metrics come from service-kit.
+const profileApi: FastifyPluginAsync<ProfileApiOptions> = async (app, opts) => {
+  await app.register(profilesPlugin, {
+    prefix: opts.routePrefix,
+    initialProfiles: opts.config.profiles,
+    adminGroups: opts.config.adminGroups,
+    unlistedMaxLength: opts.config.unlistedMaxLength,
+    regexTimeoutMs: opts.config.regexTimeoutMs,
+    groupsCacheMs: opts.config.groupsCacheSeconds * 1000,
+  });
+  await app.register(spawnPagePlugin, { prefix: opts.routePrefix });
 };
 export default profileApi;
 
 export async function buildApp(opts: BuildOptions<ProfileApiConfig>): Promise<FastifyInstance> {
-  const app = await createServiceApp({ ...opts, database: { schema: schemaFor('profile-api'), migrations } });
-  await app.register(profileApi, { prefix: opts.settings.prefix, config: opts.config });
+  const app = await createServiceApp({ ...opts, landingPage: false, database: { schema: schemaFor('profile-api'), migrations } });
+  // Routes carry their full paths, so the plugin is registered without a Fastify prefix.
+  await app.register(profileApi, { routePrefix: opts.settings.prefix, config: opts.config });
   return app;
 }
 

@@ -1,0 +1,224 @@
+"""Hubside profile-api glue for a JupyterHub config (jupyterhub_config.py or z2jh hub.extraConfig).
+
+Two pieces, both backed by one small client:
+
+* ``profile_list`` -- a KubeSpawner ``profile_list`` callable. It asks profile-api for the list of
+  one user (``GET {prefix}api/users/{name}/profiles``) with the service token, with a timeout.
+  While profile-api is down it serves the last good list of that user (never another user's:
+  lists are filtered by group).
+* ``pre_spawn_hook`` -- resolves ``spawner.user_options`` through profile-api
+  (``POST {prefix}api/users/{name}/resolve``). That is the server-side check that stops REST API
+  users from bypassing group limits: an invalid selection fails the spawn with profile-api's
+  message. KubeSpawner then applies the overrides itself from the list above. Other spawners get
+  what they understand applied here: ``environment`` (merged), ``mem_limit``, ``cpu_limit``, and
+  ``image`` as the environment variable ``HUBSIDE_IMAGE``; other keys are logged and ignored.
+  While profile-api is down, the selection is checked and merged locally against the user's last
+  good list, with KubeSpawner's rules.
+
+Usage::
+
+    import sys; sys.path.insert(0, "/srv/hubside/hub")
+    from profile_list import ProfileApi
+    profiles = ProfileApi(
+        url="http://profile-api:10102/services/profile-api/",   # the service's own URL and prefix
+        token=os.environ["HUBSIDE_PROFILE_API_TOKEN"],          # the profile-api service's api_token
+    )
+    c.KubeSpawner.profile_list = profiles.profile_list           # KubeSpawner only
+    c.Spawner.pre_spawn_hook = profiles.pre_spawn_hook
+
+The token's owner needs ``read:users`` and ``access:services!service=profile-api``.
+Works with the Python that runs JupyterHub 3 (tornado is always there).
+"""
+
+import copy
+import json
+import logging
+import re
+from urllib.parse import quote
+
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+log = logging.getLogger("hubside.profile_list")
+
+# Keys a non-Kubernetes spawner can honour; everything else only means something to KubeSpawner.
+_APPLICABLE = ("environment", "mem_limit", "cpu_limit", "image")
+# profile-api's default bound on unlisted values; it keeps a bad regex from running long here too.
+MAX_UNLISTED_LENGTH = 512
+
+
+class ProfileApiUnavailable(Exception):
+    """profile-api did not answer (down, timeout, 5xx)."""
+
+
+class ProfileApi:
+    def __init__(self, url, token, timeout=5.0, image_env="HUBSIDE_IMAGE", fallback_profile_list=None):
+        self.url = url if url.endswith("/") else url + "/"
+        self.token = token
+        self.timeout = float(timeout)
+        self.image_env = image_env
+        # For a user profile-api never answered for while it is down: nothing is safer than guessing.
+        self.fallback_profile_list = fallback_profile_list or []
+        self._last_good = {}
+
+    async def _call(self, method, path, body=None):
+        req = HTTPRequest(
+            self.url + path,
+            method=method,
+            headers={"Authorization": "token " + self.token, "Content-Type": "application/json", "Accept": "application/json"},
+            body=None if body is None else json.dumps(body),
+            connect_timeout=self.timeout,
+            request_timeout=self.timeout,
+        )
+        try:
+            resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+        except Exception as e:  # connection refused, timeout, DNS ...
+            raise ProfileApiUnavailable(str(e)) from e
+        if resp.code == 599 or resp.code >= 500:
+            raise ProfileApiUnavailable("profile-api answered %s" % resp.code)
+        try:
+            data = json.loads(resp.body or b"null")
+        except ValueError as e:
+            raise ProfileApiUnavailable("profile-api sent no JSON") from e
+        return resp.code, data
+
+    async def fetch_profiles(self, username):
+        """The user's profile list; the last good one while profile-api is unavailable."""
+        try:
+            code, data = await self._call("GET", "api/users/%s/profiles" % quote(username, safe=""))
+            if code == 200 and isinstance(data, list):
+                self._last_good[username] = data
+                return copy.deepcopy(data)
+            log.warning("profile-api refused the profile list of %s (%s): %s", username, code, _message(data))
+        except ProfileApiUnavailable as e:
+            log.warning("profile-api unavailable (%s); serving the last good profile list of %s", e, username)
+        return copy.deepcopy(self._last_good.get(username, self.fallback_profile_list))
+
+    async def profile_list(self, spawner):
+        """A KubeSpawner ``profile_list`` callable."""
+        return await self.fetch_profiles(spawner.user.name)
+
+    async def resolve(self, username, user_options):
+        """profile-api's resolution of ``user_options``; raises tornado HTTPError for a bad selection."""
+        try:
+            code, data = await self._call("POST", "api/users/%s/resolve" % quote(username, safe=""), user_options or {})
+        except ProfileApiUnavailable as e:
+            profiles = self._last_good.get(username)
+            if profiles is None:
+                profiles = await self.fetch_profiles(username)
+            log.warning("profile-api unavailable (%s); checking the selection of %s against the last good list", e, username)
+            return resolve_locally(profiles, user_options or {})
+        if code == 200:
+            return data
+        raise web.HTTPError(code if 400 <= code < 500 else 502, _message(data), reason=_message(data)[:200])
+
+    async def pre_spawn_hook(self, spawner):
+        username = spawner.user.name
+        resolution = await self.resolve(username, dict(spawner.user_options or {}))
+        spawner.log.info("profile-api: %s starts profile %s", username, resolution.get("profile"))
+        if hasattr(spawner, "profile_list") and hasattr(spawner, "_load_profile"):
+            # KubeSpawner applies the overrides itself, from the list it got from profile_list.
+            return
+        apply_overrides(spawner, resolution.get("kubespawner_override") or {}, self.image_env)
+
+
+def apply_overrides(spawner, override, image_env="HUBSIDE_IMAGE"):
+    """Apply to a non-Kubernetes spawner what it understands; log the rest."""
+    env = dict(spawner.environment or {})
+    for key, value in override.items():
+        if key == "environment" and isinstance(value, dict):
+            for k, v in value.items():
+                if v is None:
+                    env.pop(k, None)
+                else:
+                    env[str(k)] = str(v)
+        elif key == "image":
+            env[image_env] = str(value)
+        elif key in ("mem_limit", "cpu_limit"):
+            setattr(spawner, key, value)
+        else:
+            spawner.log.info("profile-api: %s does not apply %r; ignored", type(spawner).__name__, key)
+    spawner.environment = env
+
+
+def _message(data):
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return data["message"]
+    return "profile-api refused the request"
+
+
+def _merge(target, update):
+    # kubespawner.utils.recursive_update: dicts merge, None deletes, anything else replaces.
+    for k, v in update.items():
+        if isinstance(v, dict):
+            if not isinstance(target.get(k), dict):
+                target[k] = {}
+            _merge(target[k], v)
+        elif v is None:
+            target.pop(k, None)
+        else:
+            target[k] = copy.deepcopy(v)
+
+
+def _apply(target, override):
+    for k, v in override.items():
+        if isinstance(v, dict):
+            if not isinstance(target.get(k), dict):
+                target[k] = {}
+            _merge(target[k], v)
+        else:
+            target[k] = copy.deepcopy(v)
+
+
+def _format(obj, value):
+    if isinstance(obj, str):
+        return re.sub(r"\{\{|\}\}|\{value\}", lambda m: {"{{": "{", "}}": "}"}.get(m.group(0), value), obj)
+    if isinstance(obj, list):
+        return [_format(x, value) for x in obj]
+    if isinstance(obj, dict):
+        return {_format(k, value): _format(v, value) for k, v in obj.items()}
+    return obj
+
+
+def resolve_locally(profiles, user_options):
+    """KubeSpawner's checks and merge against a user's (already group-filtered) list."""
+    def bad(code, msg):
+        return web.HTTPError(code, msg, reason=msg[:200])
+
+    slug = user_options.get("profile")
+    if slug:
+        profile = next((p for p in profiles if p.get("slug") == slug), None)
+        if profile is None:
+            raise bad(404, "no such profile: %s" % slug)
+    else:
+        profile = next((p for p in profiles if p.get("default")), profiles[0] if profiles else None)
+        if profile is None:
+            raise bad(403, "no profile is available to your groups")
+    merged = {}
+    _apply(merged, profile.get("kubespawner_override") or {})
+    for name, option in (profile.get("profile_options") or {}).items():
+        unlisted = user_options.get(name + "--unlisted-choice")
+        choice = user_options.get(name)
+        if unlisted:
+            u = option.get("unlisted_choice") or {}
+            if not u.get("enabled"):
+                raise bad(400, "option %s accepts no unlisted choice" % name)
+            if len(str(unlisted)) > MAX_UNLISTED_LENGTH:
+                raise bad(400, "%s--unlisted-choice is longer than %d characters" % (name, MAX_UNLISTED_LENGTH))
+            regex = u.get("validation_regex")
+            if regex and not re.match(regex, str(unlisted)):
+                raise bad(422, u.get("validation_message") or "%s--unlisted-choice does not match %s" % (name, regex))
+            override = _format(u.get("kubespawner_override") or {}, str(unlisted))
+        elif choice:
+            c = (option.get("choices") or {}).get(choice)
+            if c is None:
+                raise bad(404, "no such choice for %s: %s" % (name, choice))
+            override = c.get("kubespawner_override") or {}
+        else:
+            choices = list((option.get("choices") or {}).values())
+            c = next((c for c in choices if c.get("default")), choices[0] if choices else None)
+            if c is None:
+                raise bad(400, "%s has no default choice" % name)
+            override = c.get("kubespawner_override") or {}
+        _apply(merged, override)
+    return {"profile": profile.get("slug"), "kubespawner_override": merged, "local": True}

@@ -1,0 +1,126 @@
+/**
+ * hub/profile_list.py inside a real JupyterHub with the simple spawner: the hub takes each user's
+ * list from profile-api, a REST spawn with valid user_options starts a server with the overrides
+ * applied, an invalid selection fails the spawn with profile-api's message, and while
+ * profile-api is stopped the hub keeps working from the last good list.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { createTestDatabase, freePort, startHub, waitFor } from '@hubside/testing';
+import type { RunningHub, TestDatabase } from '@hubside/testing';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTestApp } from './fixtures.js';
+
+const HUB_DIR = fileURLToPath(new URL('../../../hub/', import.meta.url));
+let hub: RunningHub;
+let database: TestDatabase;
+let app: FastifyInstance | undefined;
+let port: number;
+const serviceToken = randomBytes(32).toString('hex');
+
+async function startProfileApi(): Promise<void> {
+  app = await buildTestApp({ dataDir: database.dataDir, databaseUrl: database.databaseUrl, hub: { apiUrl: hub.hubApiUrl, token: serviceToken } });
+  await app.listen({ host: '127.0.0.1', port });
+}
+
+/** The environment of a user's running single-user server, read from /proc. */
+async function serverEnv(user: string, server = ''): Promise<Record<string, string>> {
+  const res = await hub.api<{ servers: Record<string, { state: { pid?: number } }> }>('GET', `/users/${user}`);
+  const pid = res.body.servers[server]?.state?.pid;
+  if (!pid) throw new Error(`no pid for ${user}/${server}: ${JSON.stringify(res.body)}`);
+  const env: Record<string, string> = {};
+  for (const entry of readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')) {
+    const eq = entry.indexOf('=');
+    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return env;
+}
+
+beforeAll(async () => {
+  database = await createTestDatabase({ schemas: ['profile_api'] });
+  port = await freePort();
+  const glue = {
+    hubDir: HUB_DIR,
+    url: `http://127.0.0.1:${port}/services/profile-api/`,
+    token: serviceToken,
+  };
+  hub = await startHub({
+    users: ['alice', 'bob'],
+    groups: { 'gpu-users': ['alice'] },
+    services: [{ name: 'profile-api', url: `http://127.0.0.1:${port}`, apiToken: serviceToken }],
+    roles: [{ name: 'profile-api', scopes: ['read:users', 'list:groups', 'read:groups', 'access:services!service=profile-api'], services: ['profile-api'] }],
+    // Values arrive as JSON, so nothing is pasted into Python source unquoted.
+    extraConfig: `
+import sys as _sys
+_glue = json.loads(${JSON.stringify(JSON.stringify(glue))})
+_sys.path.insert(0, _glue['hubDir'])
+from profile_list import ProfileApi
+_profiles = ProfileApi(url=_glue['url'], token=_glue['token'], timeout=2)
+
+async def _hubside_pre_spawn(spawner):
+    # Without KubeSpawner, prove the profile_list callable by recording what it returned.
+    listed = await _profiles.profile_list(spawner)
+    spawner.environment = dict(spawner.environment or {}, HUBSIDE_PROFILE_SLUGS=','.join(p['slug'] for p in listed))
+    await _profiles.pre_spawn_hook(spawner)
+
+c.Spawner.pre_spawn_hook = _hubside_pre_spawn
+`,
+  });
+  await startProfileApi();
+}, 120_000);
+
+afterAll(async () => {
+  await app?.close();
+  await hub?.stop();
+  await database?.drop();
+});
+
+describe('the hub with profile-api', () => {
+  it('a REST spawn with valid user_options starts a server with the overrides applied', async () => {
+    await hub.startServer('bob', { name: 'ok', userOptions: { profile: 'datascience', image: 'r', memory: '8G' }, timeoutMs: 60_000 });
+    const env = await serverEnv('bob', 'ok');
+    expect(env).toMatchObject({
+      HUBSIDE_PROFILE_SLUGS: 'datascience',
+      HUBSIDE_IMAGE: 'quay.io/jupyter/r-notebook:2024-10-07',
+      HUBSIDE_PROFILE: 'datascience',
+      MEM_LIMIT: String(8 * 1024 ** 3),
+      CPU_LIMIT: '2.0',
+    });
+    await hub.stopServer('bob', 'ok');
+  }, 120_000);
+
+  it('the list the hub gets depends on the user\'s groups', async () => {
+    await hub.startServer('alice', { name: 'gpu', userOptions: { profile: 'gpu' }, timeoutMs: 60_000 });
+    const env = await serverEnv('alice', 'gpu');
+    expect(env.HUBSIDE_PROFILE_SLUGS).toBe('datascience,gpu');
+    expect(env.HUBSIDE_IMAGE).toBe('quay.io/jupyter/pytorch-notebook:cuda12-2024-10-07');
+    await hub.stopServer('alice', 'gpu');
+  }, 120_000);
+
+  it('an invalid selection fails the spawn with the clear message', async () => {
+    const gpu = await hub.api<{ message: string }>('POST', '/users/bob/servers/bad', { profile: 'gpu' });
+    expect(gpu.status).toBe(403);
+    expect(gpu.body.message).toContain('not available to your groups');
+    const image = await hub.api<{ message: string }>('POST', '/users/bob/servers/bad', { profile: 'datascience', 'image--unlisted-choice': 'no-tag' });
+    expect(image.status).toBe(422);
+    expect(image.body.message).toContain('an image name with a tag');
+  }, 120_000);
+
+  it('while profile-api is stopped, the hub keeps working from the last good list', async () => {
+    await app!.close();
+    app = undefined;
+    await waitFor(async () => fetch(`http://127.0.0.1:${port}/`).then(() => false, () => true), { timeoutMs: 5_000, what: 'profile-api to stop' });
+    await hub.startServer('bob', { name: 'down', userOptions: { profile: 'datascience', 'image--unlisted-choice': 'ghcr.io/me/img:1.0', memory: '4G' }, timeoutMs: 60_000 });
+    const env = await serverEnv('bob', 'down');
+    expect(env).toMatchObject({ HUBSIDE_PROFILE_SLUGS: 'datascience', HUBSIDE_IMAGE: 'ghcr.io/me/img:1.0', MEM_LIMIT: String(4 * 1024 ** 3) });
+    await hub.stopServer('bob', 'down');
+    // The last good list is bob's own: the GPU profile stays out of reach while profile-api is down.
+    const refused = await hub.api<{ message: string }>('POST', '/users/bob/servers/bad2', { profile: 'gpu' });
+    expect(refused.status).toBe(404);
+    expect(refused.body.message).toContain('no such profile');
+    expect(hub.logTail(400)).toContain('serving the last good profile list of bob');
+    await startProfileApi();
+  }, 120_000);
+});
