@@ -419,17 +419,10 @@ async function seed(hub: RunningHub, opts: StartHubOptions): Promise<void> {
   for (const [group, members] of Object.entries(opts.groups ?? {})) await hub.createGroup(group, members);
 }
 
-interface HubParts {
-  url: string;
-  hubApiUrl: string;
-  adminToken: string;
-  pid: number;
-  dir: string;
-  logFile: string;
+/** What a started hub process gives buildHub, which adds the convenience methods on top. */
+type HubParts = Pick<RunningHub, 'url' | 'hubApiUrl' | 'adminToken' | 'pid' | 'dir' | 'logFile' | 'api' | 'stop'> & {
   marker: string;
-  api: RunningHub['api'];
-  stop: () => Promise<void>;
-}
+};
 
 interface UserModel {
   name: string;
