@@ -154,6 +154,8 @@ export async function run(opts = {}) {
   });
   const settings = resolveSettings('auth-bridge', {
     HUBSIDE_PORT: String(port),
+    // Full-speed token/userinfo from one address measures cost per request, not a real hub's load.
+    HUBSIDE_RATE_LIMIT_ANONYMOUS: '0',
     HUBSIDE_DATA_DIR: database.dataDir,
     ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
   });

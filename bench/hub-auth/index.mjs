@@ -484,6 +484,8 @@ export async function run(opts = {}) {
       environment: {
         HUBSIDE_DATA_DIR: dataDir,
         HUBSIDE_METRICS_PUBLIC: 'true',
+        // One token at full speed measures the cost of a request, not a real user: no per-user limit.
+        HUBSIDE_RATE_LIMIT_USER: '0',
         ...LOGGING.hubside,
       },
       health: 'health',

@@ -12,6 +12,7 @@ import type { MigrationSet } from './database/index.js';
 import { installErrorHandlers } from './errors.js';
 import { loggerOptions } from './logging.js';
 import { createMetrics } from './metrics.js';
+import { registerProtection } from './protection.js';
 import type { KitMetrics } from './metrics.js';
 
 export interface ServiceKit {
@@ -20,6 +21,14 @@ export interface ServiceKit {
   hub: HubClient | null;
   metrics: KitMetrics;
   startedAt: Date;
+  /** Every route the service registered, so security tests can reach all of them, including new ones. */
+  routes: RegisteredRoute[];
+}
+
+export interface RegisteredRoute {
+  method: string;
+  url: string;
+  config: Readonly<Record<string, unknown>>;
 }
 
 declare module 'fastify' {
@@ -59,6 +68,7 @@ function cookieSecrets(settings: ServiceSettings): string[] {
  */
 export async function createServiceApp(opts: CreateServiceAppOptions): Promise<FastifyInstance> {
   const { settings } = opts;
+  const { protection } = settings;
   const metrics = createMetrics(settings.name, { defaultMetrics: opts.defaultMetrics ?? true });
   const hub = settings.hub
     ? new HubClient({
@@ -75,8 +85,13 @@ export async function createServiceApp(opts: CreateServiceAppOptions): Promise<F
     ...(isInstance ? { loggerInstance: logger as FastifyBaseLogger } : { logger: logger as FastifyServerOptions['logger'] }),
     trustProxy: settings.trustProxy,
     bodyLimit: BODY_LIMIT,
-    // Slow clients (slowloris) are cut off rather than holding sockets open forever.
-    requestTimeout: 30_000,
+    // Slow clients (slowloris) are cut off rather than holding sockets open forever: the whole
+    // request must arrive within requestTimeout, and Node checks open requests that often.
+    requestTimeout: protection.requestTimeoutMs,
+    http: {
+      headersTimeout: Math.min(protection.requestTimeoutMs, 20_000),
+      connectionsCheckingInterval: Math.max(250, Math.min(5000, protection.requestTimeoutMs / 4)),
+    },
     connectionTimeout: 60_000,
     keepAliveTimeout: 65_000,
     return503OnClosing: true,
@@ -90,7 +105,12 @@ export async function createServiceApp(opts: CreateServiceAppOptions): Promise<F
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandlers(app);
 
-  app.decorate('kit', { settings, hub, metrics, startedAt: new Date() });
+  const routes: RegisteredRoute[] = [];
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    for (const method of methods) routes.push({ method, url: route.url, config: (route.config ?? {}) as Record<string, unknown> });
+  });
+  app.decorate('kit', { settings, hub, metrics, startedAt: new Date(), routes });
 
   app.addHook('onResponse', async (request, reply) => {
     metrics.httpDuration.observe(
@@ -111,6 +131,9 @@ export async function createServiceApp(opts: CreateServiceAppOptions): Promise<F
     });
   }
 
+  // Before authentication, so an overloaded service sheds requests before asking the hub anything.
+  await registerProtection(app, protection);
+
   await app.register(hubAuth, {
     hub,
     prefix: settings.prefix,
@@ -122,7 +145,7 @@ export async function createServiceApp(opts: CreateServiceAppOptions): Promise<F
       : {}),
   });
 
-  app.get(`${settings.prefix}health`, { config: { auth: false } }, async () => ({
+  app.get(`${settings.prefix}health`, { config: { auth: false, shed: false, rateLimit: false } }, async () => ({
     status: 'ok',
     service: settings.name,
     version: opts.version ?? '0.0.0',
@@ -133,7 +156,7 @@ export async function createServiceApp(opts: CreateServiceAppOptions): Promise<F
   app.get(
     `${settings.prefix}metrics`,
     // Like the hub's own /hub/metrics: a token with read:metrics unless opened explicitly.
-    { config: { auth: settings.metricsPublic ? false : { access: false, scopes: ['read:metrics'] } } },
+    { config: { auth: settings.metricsPublic ? false : { access: false, scopes: ['read:metrics'] }, shed: false, rateLimit: false } },
     async (_request, reply) => {
       const body = await metrics.registry.metrics();
       return reply.type(metrics.registry.contentType).send(body);

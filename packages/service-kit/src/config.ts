@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
+import { DEFAULT_PROTECTION } from './protection.js';
+import type { ProtectionSettings } from './protection.js';
 
 /** The four services, as named in the hub's `c.JupyterHub.services` and in the community file. */
 export const SERVICE_NAMES = ['auth-bridge', 'profile-api', 'usage-collector', 'data-gateway'] as const;
@@ -62,6 +64,8 @@ const prefixPath = z
 
 const seconds = z.coerce.number().positive('must be a positive number of seconds');
 
+const perMinute = z.coerce.number().int('must be a whole number of requests a minute').min(0, 'must be 0 (no limit) or more');
+
 const boolish = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
@@ -106,6 +110,12 @@ export const envSchema = z.object({
   HUBSIDE_TRUST_PROXY: z.string().optional(),
   HUBSIDE_HOST: z.string().optional(),
   HUBSIDE_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  HUBSIDE_RATE_LIMIT_USER: perMinute.optional(),
+  HUBSIDE_RATE_LIMIT_SERVICE: perMinute.optional(),
+  HUBSIDE_RATE_LIMIT_ANONYMOUS: perMinute.optional(),
+  HUBSIDE_MAX_EVENT_LOOP_DELAY: z.coerce.number().int().min(0, 'must be 0 (off) or milliseconds').optional(),
+  HUBSIDE_MAX_HEAP_FRACTION: z.coerce.number().min(0).max(1, 'must be a fraction of the heap limit, 0 (off) to 1').optional(),
+  HUBSIDE_REQUEST_TIMEOUT: seconds.optional(),
 });
 
 export type ServiceEnv = z.output<typeof envSchema>;
@@ -130,6 +140,8 @@ export interface ServiceSettings {
   databaseUrl: string | undefined;
   dataDir: string;
   configFile: string | undefined;
+  /** Rate limits, load shedding and request timeouts. */
+  protection: ProtectionSettings;
 }
 
 export interface SettingsDefaults {
@@ -193,6 +205,14 @@ export function resolveSettings(name: ServiceName, env: NodeJS.ProcessEnv, defau
     databaseUrl: e.DATABASE_URL,
     dataDir: resolve(e.HUBSIDE_DATA_DIR ?? '.hubside/data'),
     configFile: e.HUBSIDE_CONFIG ?? defaults.configFile,
+    protection: {
+      userRequestsPerMinute: e.HUBSIDE_RATE_LIMIT_USER ?? DEFAULT_PROTECTION.userRequestsPerMinute,
+      serviceRequestsPerMinute: e.HUBSIDE_RATE_LIMIT_SERVICE ?? DEFAULT_PROTECTION.serviceRequestsPerMinute,
+      anonymousRequestsPerMinute: e.HUBSIDE_RATE_LIMIT_ANONYMOUS ?? DEFAULT_PROTECTION.anonymousRequestsPerMinute,
+      maxEventLoopDelayMs: e.HUBSIDE_MAX_EVENT_LOOP_DELAY ?? DEFAULT_PROTECTION.maxEventLoopDelayMs,
+      maxHeapFraction: e.HUBSIDE_MAX_HEAP_FRACTION ?? DEFAULT_PROTECTION.maxHeapFraction,
+      requestTimeoutMs: e.HUBSIDE_REQUEST_TIMEOUT !== undefined ? e.HUBSIDE_REQUEST_TIMEOUT * 1000 : DEFAULT_PROTECTION.requestTimeoutMs,
+    },
   };
 }
 

@@ -1,5 +1,5 @@
 export { createServiceApp, whoamiSchema } from './app.js';
-export type { CreateServiceAppOptions, ServiceKit } from './app.js';
+export type { CreateServiceAppOptions, RegisteredRoute, ServiceKit } from './app.js';
 export {
   ConfigError,
   SERVICE_NAMES,
@@ -18,6 +18,8 @@ export type { ErrorBody } from './errors.js';
 export { REDACT_PATHS, loggerOptions, redactUrl } from './logging.js';
 export { createMetrics } from './metrics.js';
 export type { KitMetrics } from './metrics.js';
+export { DEFAULT_PROTECTION, registerProtection } from './protection.js';
+export type { ProtectionSettings } from './protection.js';
 export { exitOnConfigError, loadService, runService } from './service.js';
 export type { BuildOptions, RunOptions, RunningService, ServiceDefinition } from './service.js';
 export { startTracing, tracingRequested } from './tracing.js';
