@@ -11,17 +11,34 @@ export interface BrowserResponse {
   redirects: string[];
 }
 
-export interface HubBrowser {
-  /** A relative `url` resolves against the hub's public URL. */
+/** A cookie-keeping HTTP client that follows redirects as a browser does (no JavaScript). */
+export interface TestBrowser {
+  /** A relative `url` resolves against the browser's base URL. */
   get(url: string, init?: { headers?: Record<string, string> }): Promise<BrowserResponse>;
   /**
    * Sends `form` urlencoded, then follows redirects (303/302 become GET, 307/308 re-post). An array
    * value repeats the field, as several inputs of one name do (JupyterHub's OAuth form has `scopes`).
    */
   post(url: string, form: Record<string, string | string[]>, init?: { headers?: Record<string, string> }): Promise<BrowserResponse>;
+  cookies(url: string): Record<string, string>;
+  /**
+   * Redirects to a URL this matches are not followed: the response is the redirect itself, with
+   * `url` set to its target. Lets a test catch a code on its way to a relying party that is not
+   * listening (an OAuth `redirect_uri`), or stop at a chosen hop.
+   */
+  stopAt: RegExp | undefined;
+}
+
+export interface TestBrowserOptions {
+  /** Where relative URLs resolve; without it, every URL must be absolute. */
+  baseUrl?: string;
+  stopAt?: RegExp;
+}
+
+/** The browser `hub.browser()` returns: a TestBrowser based at the hub's public URL. */
+export interface HubBrowser extends TestBrowser {
   /** Logs in at /hub/login with the dummy authenticator and lands on /hub/home. */
   login(username: string, password?: string): Promise<void>;
-  cookies(url: string): Record<string, string>;
 }
 
 const MAX_REDIRECTS = 20;
@@ -34,12 +51,14 @@ interface PendingRequest {
   headers: Record<string, string>;
 }
 
-export function createBrowser(hubUrl: string): HubBrowser {
+/** A standalone browser, for flows between servers that are not a hub (an IdP, an OAuth client). */
+export function createTestBrowser(options: TestBrowserOptions = {}): TestBrowser {
   const jar = new CookieJar();
   // Like a browser following links, each request names the page it came from. JupyterHub checks
   // it: the OAuth confirmation form is refused without it, and so are cookie-authenticated API calls.
   let currentPage: string | undefined;
-  const resolve = (url: string): URL => new URL(url, `${hubUrl}/`);
+  const base = options.baseUrl === undefined ? undefined : `${options.baseUrl.replace(/\/+$/, '')}/`;
+  const resolve = (url: string): URL => new URL(url, base);
 
   async function navigate(first: PendingRequest): Promise<BrowserResponse> {
     const redirects: string[] = [];
@@ -69,6 +88,11 @@ export function createBrowser(hubUrl: string): HubBrowser {
         return { status: res.status, url: request.url.href, headers: headerRecord(res.headers), body: await res.text(), redirects };
       }
       await res.body?.cancel();
+      if (browser.stopAt?.test(target.href)) {
+        redirects.push(request.url.href);
+        currentPage = request.url.href;
+        return { status: res.status, url: target.href, headers: headerRecord(res.headers), body: '', redirects };
+      }
       if (hop >= MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects, starting at ${first.url.href}`);
       redirects.push(request.url.href);
       const keepMethod = res.status === 307 || res.status === 308;
@@ -78,7 +102,8 @@ export function createBrowser(hubUrl: string): HubBrowser {
     }
   }
 
-  const browser: HubBrowser = {
+  const browser: TestBrowser = {
+    stopAt: options.stopAt,
     get: (url, init) => navigate({ method: 'GET', url: resolve(url), body: undefined, headers: init?.headers ?? {} }),
     post: (url, form, init) =>
       navigate({
@@ -87,29 +112,34 @@ export function createBrowser(hubUrl: string): HubBrowser {
         body: encodeForm(form),
         headers: { 'content-type': 'application/x-www-form-urlencoded', ...init?.headers },
       }),
-    async login(username, password = '') {
-      const loginUrl = `/hub/login?next=${encodeURIComponent('/hub/home')}`;
-      let page = await browser.get(loginUrl);
-      if (!new URL(page.url).pathname.endsWith('/hub/login')) {
-        // Already logged in (the hub redirected past the form); start over as the asked-for user.
-        await browser.get('/hub/logout');
-        page = await browser.get(loginUrl);
-      }
-      if (page.status !== 200) throw new Error(`GET /hub/login answered ${page.status}`);
-      const form = parseLoginForm(page.body);
-      const fields: Record<string, string> = { username, password };
-      // JupyterHub 3.0 has no _xsrf on the login form; later versions do, and reject posts without it.
-      if (form.xsrf !== undefined) fields._xsrf = form.xsrf;
-      const action = new URL(form.action ?? page.url, page.url);
-      const done = await browser.post(action.href, fields);
-      const landed = new URL(done.url);
-      if (done.status !== 200 || !landed.pathname.endsWith('/hub/home')) {
-        throw new Error(`login as ${JSON.stringify(username)} ended at ${done.url} with status ${done.status}`);
-      }
-    },
     cookies(url) {
       return Object.fromEntries(jar.matching(resolve(url)).map((c) => [c.name, c.value]));
     },
+  };
+  return browser;
+}
+
+export function createBrowser(hubUrl: string): HubBrowser {
+  const browser = createTestBrowser({ baseUrl: hubUrl }) as HubBrowser;
+  browser.login = async (username, password = '') => {
+    const loginUrl = `/hub/login?next=${encodeURIComponent('/hub/home')}`;
+    let page = await browser.get(loginUrl);
+    if (!new URL(page.url).pathname.endsWith('/hub/login')) {
+      // Already logged in (the hub redirected past the form); start over as the asked-for user.
+      await browser.get('/hub/logout');
+      page = await browser.get(loginUrl);
+    }
+    if (page.status !== 200) throw new Error(`GET /hub/login answered ${page.status}`);
+    const form = parseLoginForm(page.body);
+    const fields: Record<string, string> = { username, password };
+    // JupyterHub 3.0 has no _xsrf on the login form; later versions do, and reject posts without it.
+    if (form.xsrf !== undefined) fields._xsrf = form.xsrf;
+    const action = new URL(form.action ?? page.url, page.url);
+    const done = await browser.post(action.href, fields);
+    const landed = new URL(done.url);
+    if (done.status !== 200 || !landed.pathname.endsWith('/hub/home')) {
+      throw new Error(`login as ${JSON.stringify(username)} ended at ${done.url} with status ${done.status}`);
+    }
   };
   return browser;
 }

@@ -3,12 +3,11 @@
  * two real oidc-provider universities → the bridge → the relying party. Proves the provider
  * endpoints, username and group rules, refusals, restart persistence and key rotation.
  */
-import { createTestDatabase, freePort } from '@hubside/testing';
-import type { TestDatabase } from '@hubside/testing';
+import { createTestBrowser, createTestDatabase, freePort } from '@hubside/testing';
+import type { TestBrowser, TestDatabase } from '@hubside/testing';
 import type { FastifyInstance } from 'fastify';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestBrowser } from './fixtures/browser.js';
 import { PREFIX, bridgeConfig, rpLogin, secretsEnv, startBridge, startUniversities } from './fixtures/setup.js';
 import type { Universities } from './fixtures/setup.js';
 
@@ -61,7 +60,7 @@ afterAll(async () => {
 });
 
 async function login(user: { uni: 'a' | 'b'; name: string }, opts: { basic?: boolean; extra?: Record<string, string>; browser?: TestBrowser } = {}) {
-  const browser = opts.browser ?? new TestBrowser();
+  const browser = opts.browser ?? createTestBrowser();
   unis[user.uni].nextUser = user.name;
   const flow = await rpLogin(browser, issuer, RP, { ...opts, extra: { idp_hint: `uni-${user.uni}`, ...opts.extra } });
   return { browser, ...flow };
@@ -103,7 +102,7 @@ describe('the OpenID Provider towards hubs', () => {
   });
 
   it('logs in a University B user through the chooser, keeping the address (client_secret_post)', async () => {
-    const browser = new TestBrowser();
+    const browser = createTestBrowser();
     unis.b.nextUser = 'bob';
     const flow = await rpLogin(browser, issuer, RP);
     expect(flow.page.status).toBe(200);
@@ -123,7 +122,7 @@ describe('the OpenID Provider towards hubs', () => {
   });
 
   it('requires PKCE S256 for a hub configured so', async () => {
-    const browser = new TestBrowser();
+    const browser = createTestBrowser();
     browser.stopAt = /^http:\/\/rp-strict\.invalid/;
     const url = new URL(`${issuer}/auth`);
     url.search = new URLSearchParams({ client_id: STRICT.clientId, redirect_uri: STRICT.redirectUri, response_type: 'code', scope: 'openid', state: 'x' }).toString();
@@ -140,7 +139,7 @@ describe('the OpenID Provider towards hubs', () => {
     const confirm = await flow.browser.get(url.href);
     expect(confirm.status).toBe(200);
     const xsrf = /name="xsrf" value="([^"]+)"/.exec(confirm.body)![1]!;
-    const done = await flow.browser.request('POST', `${issuer}/session/end/confirm`, new URLSearchParams({ xsrf, logout: 'yes' }));
+    const done = await flow.browser.post(`${issuer}/session/end/confirm`, { xsrf, logout: 'yes' });
     expect(done.url).toBe('http://rp.invalid/hub/logout');
     // The session is gone: the next authorization has to go upstream again.
     const again = await rpLogin(flow.browser, issuer, RP, { extra: { idp_hint: 'uni-a' } });
@@ -169,7 +168,7 @@ describe('refusals, each with a clear page and no account', () => {
   });
 
   it('refuses a code from IdP A sent to IdP B\u2019s callback', async () => {
-    const browser = new TestBrowser();
+    const browser = createTestBrowser();
     unis.a.nextUser = 'alice';
     const flow = await rpLogin(browser, issuer, RP, { extra: { idp_hint: 'uni-a' }, stopAt: /\/callback\/uni-a\?/ });
     const cb = new URL(flow.page.url);
@@ -183,7 +182,7 @@ describe('refusals, each with a clear page and no account', () => {
   });
 
   it('refuses a replayed callback (state and code are good for one try)', async () => {
-    const browser = new TestBrowser();
+    const browser = createTestBrowser();
     unis.a.nextUser = 'alice';
     const flow = await rpLogin(browser, issuer, RP, { extra: { idp_hint: 'uni-a' }, stopAt: /\/callback\/uni-a\?/ });
     const cb = flow.page.url;
@@ -197,11 +196,11 @@ describe('refusals, each with a clear page and no account', () => {
   });
 
   it('refuses a code from IdP A presented with IdP B\u2019s own state (RFC 9207 iss check)', async () => {
-    const browser = new TestBrowser();
+    const browser = createTestBrowser();
     unis.a.nextUser = 'alice';
     unis.b.nextUser = 'bob';
     const fromA = await rpLogin(browser, issuer, RP, { extra: { idp_hint: 'uni-a' }, stopAt: /\/callback\/uni-a\?/ });
-    const other = new TestBrowser();
+    const other = createTestBrowser();
     const fromB = await rpLogin(other, issuer, RP, { extra: { idp_hint: 'uni-b' }, stopAt: /\/callback\/uni-b\?/ });
     const a = new URL(fromA.page.url);
     const b = new URL(fromB.page.url);
@@ -213,7 +212,7 @@ describe('refusals, each with a clear page and no account', () => {
   });
 
   it('refuses a state that matches no login', async () => {
-    const page = await new TestBrowser().get(`${base}${PREFIX}callback/uni-a?code=abc&state=forged&iss=${encodeURIComponent(unis.a.issuer)}`);
+    const page = await createTestBrowser().get(`${base}${PREFIX}callback/uni-a?code=abc&state=forged&iss=${encodeURIComponent(unis.a.issuer)}`);
     expect(page.status).toBe(400);
     expect(page.body).toContain('state mismatch');
   });
@@ -221,7 +220,7 @@ describe('refusals, each with a clear page and no account', () => {
   it('refuses a redirect_uri the hub did not register', async () => {
     const url = new URL(`${issuer}/auth`);
     url.search = new URLSearchParams({ client_id: RP.clientId, redirect_uri: 'http://evil.invalid/cb', response_type: 'code', scope: 'openid' }).toString();
-    const page = await new TestBrowser().get(url.href);
+    const page = await createTestBrowser().get(url.href);
     expect(page.status).toBe(400);
     expect(page.body).toContain('redirect_uri');
     expect(page.redirects).toEqual([]);

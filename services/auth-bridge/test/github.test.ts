@@ -1,11 +1,10 @@
 /** An OAuth2-only provider (GitHub-style): configured endpoints, userinfo mapping, org:team groups. */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createTestDatabase, freePort } from '@hubside/testing';
+import { createTestBrowser, createTestDatabase, freePort } from '@hubside/testing';
 import * as client from 'openid-client';
 import { expect, it } from 'vitest';
 import { configSchema } from '../src/app.js';
-import { TestBrowser } from './fixtures/browser.js';
 import { PREFIX, rpLogin, startBridge } from './fixtures/setup.js';
 
 const RP = { clientId: 'hub', secret: 'hub-secret-0123456789abcdef', redirectUri: 'http://rp.invalid/hub/oauth_callback' };
@@ -63,7 +62,7 @@ it('logs in through a GitHub-style provider with a prefixed login and team group
   });
   const app = await startBridge({ port, config, dataDir: database.dataDir, databaseUrl: database.databaseUrl });
   try {
-    const flow = await rpLogin(new TestBrowser(), `${base}${PREFIX}oidc`, RP);
+    const flow = await rpLogin(createTestBrowser(), `${base}${PREFIX}oidc`, RP);
     expect(flow.page.url.startsWith(RP.redirectUri)).toBe(true);
     const tokens = await client.authorizationCodeGrant(flow.config, new URL(flow.page.url), { pkceCodeVerifier: flow.verifier, expectedState: flow.state });
     const info = await client.fetchUserInfo(flow.config, tokens.access_token, tokens.claims()!.sub);

@@ -1,8 +1,7 @@
 /** Restarting the bridge loses no session or grant, on Postgres and on PGlite. */
-import { createTestDatabase, freePort } from '@hubside/testing';
+import { createTestBrowser, createTestDatabase, freePort } from '@hubside/testing';
 import * as client from 'openid-client';
 import { describe, expect, it } from 'vitest';
-import { TestBrowser } from './fixtures/browser.js';
 import { PREFIX, bridgeConfig, rpLogin, secretsEnv, startBridge, startUniversities } from './fixtures/setup.js';
 
 const RP = { clientId: 'hub', secret: 'hub-secret-0123456789abcdef', redirectUri: 'http://rp.invalid/hub/oauth_callback' };
@@ -18,7 +17,7 @@ describe.each(['pglite', 'postgres'] as const)('restart on %s', (engine) => {
     let app = await start();
     try {
       const issuer = `${base}${PREFIX}oidc`;
-      const browser = new TestBrowser();
+      const browser = createTestBrowser();
       unis.a.nextUser = 'alice';
       const flow = await rpLogin(browser, issuer, RP);
       const tokens = await client.authorizationCodeGrant(flow.config, new URL(flow.page.url), { pkceCodeVerifier: flow.verifier, expectedState: flow.state });
