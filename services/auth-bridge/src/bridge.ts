@@ -42,8 +42,6 @@ declare module 'fastify' {
   }
 }
 
-const CLEANUP_INTERVAL_MS = 10 * 60 * 1000;
-
 export function hashCode(code: string): string {
   return createHash('sha256').update(code).digest('hex');
 }
@@ -111,14 +109,14 @@ async function bridgePlugin(app: FastifyInstance, opts: BridgeOptions): Promise<
       await build();
       return kid;
     },
-    cleanup: () => cleanupExpired(db),
+    cleanup: () => cleanupExpired(db, { loginLogDays: config.loginLogDays }),
   };
   app.decorate('bridge', bridge);
 
   await bridge.cleanup();
   const timer = setInterval(() => {
     bridge.cleanup().catch((err: unknown) => app.log.warn({ err }, 'cleanup of expired rows failed'));
-  }, CLEANUP_INTERVAL_MS);
+  }, config.cleanupIntervalSeconds * 1000);
   timer.unref();
   app.addHook('onClose', async () => clearInterval(timer));
 }

@@ -125,18 +125,40 @@ export const configSchema = z
     publicUrl: httpUrl.optional(),
     upstreams: z.record(slug, upstream).default({}),
     hubs: z.record(slug, hubClient).default({}),
-    /** Lifetimes, in seconds. */
+    /**
+     * Lifetimes, in seconds, of everything oidc-provider stores. Each is set explicitly (none of
+     * oidc-provider's defaults is used), and each row is stored with its expiry, so the cleanup
+     * deletes it when it runs out.
+     */
     ttl: z
       .object({
+        /** What a hub's authenticator gets to call userinfo with; JupyterHub refreshes before it runs out. */
         accessToken: z.number().int().positive().default(3600),
-        refreshToken: z.number().int().positive().default(14 * 24 * 3600),
-        session: z.number().int().positive().default(14 * 24 * 3600),
+        /** RFC 6749 advises at most 10 minutes; the hub redeems it at once. */
         authorizationCode: z.number().int().positive().max(600).default(60),
+        idToken: z.number().int().positive().default(3600),
+        /**
+         * A login in progress: from the hub's redirect, through the chooser and the institution's
+         * own login page, back to the hub. The pending upstream login (state, nonce, PKCE) lives as long.
+         */
+        interaction: z.number().int().positive().min(60).max(86_400).default(1800),
+        /** How long a hub can keep refreshing a user without sending them back through a login. */
+        refreshToken: z.number().int().positive().default(14 * 24 * 3600),
+        /** The bridge's browser session (single sign-on across a hub's logins). */
+        session: z.number().int().positive().default(14 * 24 * 3600),
+        /** The grant behind a hub's tokens; refresh tokens cannot outlive it. Default: refreshToken. */
+        grant: z.number().int().positive().optional(),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .transform((ttl) => ({ ...ttl, grant: ttl.grant ?? ttl.refreshToken }))
+      .refine((ttl) => ttl.grant >= ttl.refreshToken, { message: 'grant must be at least refreshToken: refresh tokens end with their grant', path: ['grant'] }),
     /** Rotate signing keys after this many days (0: only by the admin API). */
     keyRotationDays: z.number().int().min(0).default(90),
+    /** How often expired rows (tokens, sessions, pending logins, code memberships) are deleted. */
+    cleanupIntervalSeconds: z.number().int().min(1).max(86_400).default(600),
+    /** Entries of the login log (admin API `logins`) are kept this many days. */
+    loginLogDays: z.number().int().min(1).default(90),
   })
   .strict()
   .superRefine((cfg, ctx) => {

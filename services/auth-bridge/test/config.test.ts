@@ -50,7 +50,22 @@ describe('other config checks', () => {
   });
 
   it('has defaults for everything', () => {
-    expect(configSchema.parse({})).toMatchObject({ upstreams: {}, hubs: {}, keyRotationDays: 90 });
+    expect(configSchema.parse({})).toMatchObject({ upstreams: {}, hubs: {}, keyRotationDays: 90, cleanupIntervalSeconds: 600, loginLogDays: 90 });
+  });
+
+  it('sets every lifetime explicitly; a grant lasts as long as its refresh tokens unless told otherwise', () => {
+    expect(configSchema.parse({}).ttl).toEqual({
+      accessToken: 3600,
+      authorizationCode: 60,
+      idToken: 3600,
+      interaction: 1800,
+      refreshToken: 14 * 86400,
+      session: 14 * 86400,
+      grant: 14 * 86400,
+    });
+    expect(configSchema.parse({ ttl: { refreshToken: 7200 } }).ttl.grant).toBe(7200);
+    expect(issues({ ttl: { refreshToken: 7200, grant: 3600 } })).toEqual(['ttl.grant: grant must be at least refreshToken: refresh tokens end with their grant']);
+    expect(issues({ ttl: { authorizationCode: 3600 } })[0]).toMatch(/^ttl\.authorizationCode/);
   });
 
   it('matches wildcard domains on subdomains only', () => {

@@ -3,11 +3,11 @@
  * two real oidc-provider universities → the bridge → the relying party. Proves the provider
  * endpoints, username and group rules, refusals, restart persistence and key rotation.
  */
-import { createTestBrowser, createTestDatabase, freePort } from '@hubside/testing';
+import { createTestBrowser, createTestDatabase, freePort, waitFor } from '@hubside/testing';
 import type { TestBrowser, TestDatabase } from '@hubside/testing';
 import type { FastifyInstance } from 'fastify';
 import * as client from 'openid-client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { PREFIX, bridgeConfig, rpLogin, secretsEnv, startBridge, startUniversities } from './fixtures/setup.js';
 import type { Universities } from './fixtures/setup.js';
 
@@ -21,6 +21,10 @@ let port: number;
 let base: string;
 let issuer: string;
 let config: ReturnType<typeof bridgeConfig>;
+// Lifetimes unlike the defaults and unlike each other, so each row's expiry shows which one applied.
+const TTL = { accessToken: 1200, idToken: 1500, interaction: 700, refreshToken: 2 * 86400, session: 3 * 86400, grant: 4 * 86400 };
+// What oidc-provider prints (NOTICEs about defaults it had to use), collected over the whole file.
+const printed: string[] = [];
 
 async function restart(): Promise<void> {
   await app.close();
@@ -28,6 +32,13 @@ async function restart(): Promise<void> {
 }
 
 beforeAll(async () => {
+  for (const level of ['info', 'warn', 'log'] as const) {
+    const original = console[level].bind(console);
+    vi.spyOn(console, level).mockImplementation((...args: unknown[]) => {
+      printed.push(args.map(String).join(' '));
+      original(...args);
+    });
+  }
   database = await createTestDatabase({ schemas: ['auth_bridge'] });
   port = await freePort();
   base = `http://127.0.0.1:${port}`;
@@ -49,11 +60,13 @@ beforeAll(async () => {
       strict: { clientId: STRICT.clientId, clientSecret: STRICT.secret, redirectUris: [STRICT.redirectUri], requirePkce: true, idps: ['uni-a'] },
     },
     base,
+    { ttl: TTL, cleanupIntervalSeconds: 1, loginLogDays: 30 },
   );
   app = await startBridge({ port, config, dataDir: database.dataDir, databaseUrl: database.databaseUrl, env: secretsEnv(unis) });
 });
 
 afterAll(async () => {
+  vi.restoreAllMocks();
   await app?.close();
   await unis?.close();
   await database?.drop();
@@ -257,5 +270,74 @@ describe('persistence and keys', () => {
     const { tokens: newTokens } = await redeem({ ...again, browser: first.browser });
     const header = JSON.parse(Buffer.from(newTokens.id_token!.split('.')[0]!, 'base64url').toString()) as { kid: string };
     expect(header.kid).toBe(kid);
+  });
+});
+
+describe('lifetimes and cleanup', () => {
+  const secondsLeft = (at: Date | string) => (new Date(at).getTime() - Date.now()) / 1000;
+  const near = (actual: number, expected: number) => expect(Math.abs(actual - expected), `${actual} s vs ${expected} s`).toBeLessThan(120);
+
+  it('stores tokens, sessions and grants with the configured lifetimes', async () => {
+    const { tokens } = await redeem(await login({ uni: 'a', name: 'arno' }));
+    expect(tokens.expires_in).toBe(TTL.accessToken);
+    const claims = tokens.claims()!;
+    expect(claims.exp - claims.iat).toBe(TTL.idToken);
+    const rows = await app.db.selectFrom('oidc_model').select(['model', 'expires_at']).where('account_id', '=', claims.sub).execute();
+    const latest = (model: string) =>
+      rows.filter((r) => r.model === model).map((r) => secondsLeft(r.expires_at!)).sort((x, y) => y - x)[0] ?? Number.NaN;
+    // Every row the login left has an expiry, so the cleanup will remove it in time.
+    expect(rows.filter((r) => r.expires_at === null)).toEqual([]);
+    near(latest('AccessToken'), TTL.accessToken);
+    near(latest('RefreshToken'), TTL.refreshToken);
+    near(latest('Session'), TTL.session);
+    near(latest('Grant'), TTL.grant);
+  });
+
+  it('gives a login in progress, and its pending upstream login, the interaction lifetime', async () => {
+    const browser = createTestBrowser({ stopAt: new RegExp(`^${unis.a.issuer}`) });
+    const flow = await rpLogin(browser, issuer, RP, { extra: { idp_hint: 'uni-a' }, stopAt: new RegExp(`^${unis.a.issuer}`) });
+    const state = new URL(flow.page.url).searchParams.get('state')!;
+    const uid = /\/interaction\/([^/?\s]+)/.exec(flow.page.redirects.join(' '))![1]!;
+    const pending = await app.db.selectFrom('upstream_login').select('expires_at').where('state', '=', state).executeTakeFirstOrThrow();
+    near(secondsLeft(pending.expires_at), TTL.interaction);
+    const interaction = await app.db.selectFrom('oidc_model').select('expires_at').where('model', '=', 'Interaction').where('id', '=', uid).executeTakeFirstOrThrow();
+    near(secondsLeft(interaction.expires_at!), TTL.interaction);
+  });
+
+  it('deletes expired rows on its own, and keeps live ones working', async () => {
+    const first = await login({ uni: 'a', name: 'alice' });
+    const { tokens } = await redeem(first);
+    const past = new Date(Date.now() - 1000);
+    const account = tokens.claims()!.sub;
+    // An abandoned login, a code membership past its code's expiry, an old login-log entry.
+    const abandoned = await rpLogin(createTestBrowser(), issuer, RP, { extra: { idp_hint: 'uni-a' }, stopAt: new RegExp(`^${unis.a.issuer}`) });
+    const state = new URL(abandoned.page.url).searchParams.get('state')!;
+    await app.db.updateTable('upstream_login').set({ expires_at: past }).where('state', '=', state).execute();
+    await app.db.updateTable('oidc_model').set({ expires_at: past }).where('model', '=', 'Interaction').execute();
+    await app.db.insertInto('code_membership').values({ account_id: account, code_id: 'old-code', group_name: 'old-workshop', expires_at: past }).execute();
+    await app.db.insertInto('login_event').values({ at: new Date(Date.now() - 31 * 86_400_000), hub: 'course', idp: 'uni-a', username: 'ancient', outcome: 'success', reason: null }).execute();
+    // No call to cleanup(): the timer (cleanupIntervalSeconds: 1) does it.
+    await waitFor(
+      async () => {
+        const [logins, interactions, memberships, events] = await Promise.all([
+          app.db.selectFrom('upstream_login').select('state').where('state', '=', state).execute(),
+          app.db.selectFrom('oidc_model').select('id').where('model', '=', 'Interaction').execute(),
+          app.db.selectFrom('code_membership').select('code_id').where('code_id', '=', 'old-code').execute(),
+          app.db.selectFrom('login_event').select('id').where('username', '=', 'ancient').execute(),
+        ]);
+        return logins.length + interactions.length + memberships.length + events.length === 0;
+      },
+      { timeoutMs: 15_000, intervalMs: 200, what: 'the periodic cleanup to delete the expired rows' },
+    );
+    // What had not expired is untouched: the refresh token and recent log entries still work.
+    expect((await client.refreshTokenGrant(first.config, tokens.refresh_token!)).access_token).toBeTruthy();
+    expect((await app.db.selectFrom('login_event').select('id').where('outcome', '=', 'success').execute()).length).toBeGreaterThan(0);
+  });
+
+  it('never made oidc-provider fall back to a default lifetime (no NOTICE printed)', () => {
+    const fromProvider = printed.filter((line) => line.includes('oidc-provider'));
+    expect(fromProvider.filter((line) => line.includes('NOTICE'))).toEqual([]);
+    // Its engine check on Node 20 is the only thing it may say.
+    expect(fromProvider.filter((line) => !line.includes('Unsupported runtime'))).toEqual([]);
   });
 });

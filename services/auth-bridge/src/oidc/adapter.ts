@@ -60,9 +60,19 @@ export function createOidcAdapter(db: Kysely<DB>, model: string): Adapter {
   };
 }
 
-/** Delete every expired row; returns how many went. */
-export async function cleanupExpired(db: Kysely<DB>, now = new Date()): Promise<number> {
-  const res = await db.deleteFrom('oidc_model').where('expires_at', '<=', now).executeTakeFirst();
-  const logins = await db.deleteFrom('upstream_login').where('expires_at', '<=', now).executeTakeFirst();
-  return Number(res.numDeletedRows) + Number(logins.numDeletedRows);
+/**
+ * Delete every expired row: oidc-provider models, pending upstream logins, group memberships
+ * from expired access codes, and login-log entries older than `loginLogDays`. Returns how many went.
+ */
+export async function cleanupExpired(db: Kysely<DB>, opts: { now?: Date; loginLogDays?: number } = {}): Promise<number> {
+  const now = opts.now ?? new Date();
+  const results = await Promise.all([
+    db.deleteFrom('oidc_model').where('expires_at', '<=', now).executeTakeFirst(),
+    db.deleteFrom('upstream_login').where('expires_at', '<=', now).executeTakeFirst(),
+    db.deleteFrom('code_membership').where('expires_at', '<=', now).executeTakeFirst(),
+    ...(opts.loginLogDays
+      ? [db.deleteFrom('login_event').where('at', '<=', new Date(now.getTime() - opts.loginLogDays * 86_400_000)).executeTakeFirst()]
+      : []),
+  ]);
+  return results.reduce((sum, r) => sum + Number(r.numDeletedRows), 0);
 }

@@ -122,15 +122,7 @@ export async function createProvider(opts: ProviderOptions): Promise<Provider> {
       revocation: { enabled: true },
       introspection: { enabled: false },
     },
-    ttl: {
-      AccessToken: config.ttl.accessToken,
-      AuthorizationCode: config.ttl.authorizationCode,
-      RefreshToken: config.ttl.refreshToken,
-      Session: config.ttl.session,
-      Grant: config.ttl.refreshToken,
-      Interaction: 900,
-      IdToken: 3600,
-    },
+    ttl: providerTtl(config.ttl),
     renderError: async (ctx: any, out: Record<string, string>) => {
       ctx.type = 'html';
       ctx.body = errorPage({
@@ -141,6 +133,28 @@ export async function createProvider(opts: ProviderOptions): Promise<Provider> {
     },
   });
   return provider;
+}
+
+/**
+ * Every lifetime oidc-provider asks for, so none of its defaults (and their start-up notices)
+ * applies. The flows this bridge does not enable (client credentials, device code, CIBA,
+ * pre-authorized codes) get short fixed lifetimes: nothing issues them, but a stray call
+ * must not fall back to a default.
+ */
+export function providerTtl(ttl: AuthBridgeConfig['ttl']): Record<string, number> {
+  return {
+    AccessToken: ttl.accessToken,
+    AuthorizationCode: ttl.authorizationCode,
+    IdToken: ttl.idToken,
+    Interaction: ttl.interaction,
+    RefreshToken: ttl.refreshToken,
+    Session: ttl.session,
+    Grant: ttl.grant,
+    ClientCredentials: 600,
+    DeviceCode: 600,
+    BackchannelAuthenticationRequest: 600,
+    PreAuthorizedCode: 600,
+  };
 }
 
 function describeOidcError(out: Record<string, string>): string {

@@ -11,7 +11,6 @@ import { CHOOSER_JS, PAGE_CSP, chooserPage, errorPage } from '../pages.js';
 import { applyRules } from '../rules.js';
 import { UpstreamError } from '../upstream.js';
 
-const LOGIN_TTL_MS = 10 * 60 * 1000;
 export const LAST_IDP_COOKIE = 'hubside_auth_last_idp';
 export const ACCESS_CODE_COOKIE = 'hubside_auth_access_code';
 
@@ -156,7 +155,8 @@ async function loginRoutes(app: FastifyInstance): Promise<void> {
           nonce: checks.nonce,
           code_verifier: checks.codeVerifier,
           access_code: codeValue ?? null,
-          expires_at: new Date(Date.now() + LOGIN_TTL_MS),
+          // As long as the interaction it belongs to: past that, the login cannot finish anyway.
+          expires_at: new Date(Date.now() + b.config.ttl.interaction * 1000),
         })
         .execute();
       setCookie(reply, LAST_IDP_COOKIE, upstream.name, prefix, 365 * 86400, secure);
