@@ -15,7 +15,9 @@ import { configSchema } from './config.js';
 import type { DataGatewayConfig, DatasetConfig } from './config.js';
 import { resolveGrant } from './grants.js';
 import type { Access, Grant } from './grants.js';
-import { auditWriter, issuancesRepository } from './issuances.repository.js';
+import { createAuditLog } from './audit-log.js';
+import type { AuditLog } from './audit-log.js';
+import { issuancesRepository } from './issuances.repository.js';
 import type { GatewayDB } from './issuances.table.js';
 import { BackendError, createIssuer } from './issuer.js';
 import { migrations } from './migrations/index.js';
@@ -112,9 +114,14 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
     },
   });
   const audit = issuancesRepository(fastify.db as Kysely<GatewayDB>);
-  const auditLog = auditWriter(audit);
-  fastify.addHook('onClose', async () => auditLog.flush());
-  fastify.decorate('gateway', { issuer });
+  const auditLog = createAuditLog(audit, {
+    flushIntervalMs: config.audit.flushSeconds * 1000,
+    maxPending: config.audit.maxPendingBatches,
+    onFlushError: (err, rows) => fastify.log.error({ err, rows }, 'audit: could not write repeat deliveries; they stay pending'),
+  });
+  // onClose runs after the server stopped taking requests and before the database closes.
+  fastify.addHook('onClose', async () => auditLog.close());
+  fastify.decorate('gateway', { issuer, auditLog });
 
   function dataset(name: string): DatasetConfig {
     const d = Object.hasOwn(config.datasets, name) ? config.datasets[name] : undefined;
@@ -137,7 +144,7 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
     const { d, grant } = grantFor(name, user, access);
     const backend = backends[d.provider];
     if (!backend) throw new UnsupportedError(`dataset ${name}: provider ${d.provider} is not available in this build`);
-    let result: { issued: Issued; cached: boolean };
+    let result: { issued: Issued; cached: boolean; credentialId: string };
     try {
       result = await issuer.get(backend, { datasetName: name, dataset: d, grant, username: user.name, durationSeconds: d.maxLifetimeSeconds });
     } catch (err) {
@@ -149,16 +156,20 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
       throw err;
     }
     issuances.inc({ backend: backend.name, dataset: name, kind, source: result.cached ? 'cache' : 'backend' });
-    await auditLog.record({
+    const entry = {
       username: user.name,
       dataset: name,
       access,
       kind,
       provider: d.provider,
-      cached: result.cached,
-      expires_at: result.issued.expiration,
-      client_ip: request.ip ?? null,
-    });
+      expiresAt: result.issued.expiration,
+      clientIp: request.ip ?? null,
+      credentialId: result.credentialId,
+    };
+    // New credentials and presigned URLs are durable before they are answered; handing out
+    // cached credentials again is counted and written in batches.
+    if (!result.cached || kind === 'presign') await auditLog.issued(entry, result.cached);
+    else await auditLog.delivered(entry);
     return { d, grant, backend, ...result };
   }
 
@@ -312,6 +323,7 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
             user: z.string().max(255).optional(),
             dataset: z.string().max(63).optional(),
             kind: z.enum(['credentials', 'presign']).optional(),
+            credential: z.uuid().optional(),
             since: z.iso.datetime({ offset: true }).optional(),
             until: z.iso.datetime({ offset: true }).optional(),
             before: z.string().regex(/^\d{1,18}$/).optional(),
@@ -323,11 +335,14 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
     async (request) => {
       if (!request.hubUser!.admin) throw new AdminOnlyError();
       const q = request.query;
+      // Read what was answered, including repeat deliveries still counted in memory.
+      await auditLog.flush();
       const rows = await audit.list({
         limit: q.limit,
         ...(q.user !== undefined ? { user: q.user } : {}),
         ...(q.dataset !== undefined ? { dataset: q.dataset } : {}),
         ...(q.kind !== undefined ? { kind: q.kind } : {}),
+        ...(q.credential !== undefined ? { credentialId: q.credential } : {}),
         ...(q.since ? { since: new Date(q.since) } : {}),
         ...(q.until ? { until: new Date(q.until) } : {}),
         ...(q.before ? { before: q.before } : {}),
@@ -341,8 +356,11 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
         kind: r.kind,
         provider: r.provider,
         cached: r.cached,
+        deliveries: r.deliveries,
+        lastAt: r.last_at === null ? null : new Date(r.last_at).toISOString(),
         expiresAt: new Date(r.expires_at).toISOString(),
         clientIp: r.client_ip,
+        credentialId: r.credential_id,
       }));
       return { items, next: items.length === q.limit ? items.at(-1)!.id : null };
     },
@@ -351,7 +369,7 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
 
 declare module 'fastify' {
   interface FastifyInstance {
-    gateway: { issuer: ReturnType<typeof createIssuer> };
+    gateway: { issuer: ReturnType<typeof createIssuer>; auditLog: AuditLog };
   }
 }
 

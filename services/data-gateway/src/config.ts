@@ -103,6 +103,16 @@ export const configSchema = z
     /** The URL users' servers reach the gateway at, for `api/env` (default: derived from the request). */
     publicUrl: httpUrl.optional(),
     datasets: z.record(datasetName, datasetSchema).default({}),
+    /** Repeat deliveries of cached credentials are counted and written in batches (see audit-log.ts). */
+    audit: z
+      .object({
+        /** Seconds between batch writes; 0 writes every delivery before answering it. */
+        flushSeconds: z.number().min(0).max(60).default(1),
+        /** Pending (credential, client) batches that force a write before a new one is started. */
+        maxPendingBatches: z.number().int().min(1).max(100_000).default(1000),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 export type DataGatewayConfig = z.output<typeof configSchema>;

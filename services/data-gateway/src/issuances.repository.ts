@@ -5,6 +5,7 @@ export interface IssuanceFilter {
   user?: string;
   dataset?: string;
   kind?: string;
+  credentialId?: string;
   since?: Date;
   until?: Date;
   limit: number;
@@ -12,16 +13,20 @@ export interface IssuanceFilter {
   before?: string;
 }
 
+export type IssuanceRow = Insertable<IssuancesTable>;
+
 export function issuancesRepository(db: Kysely<GatewayDB>) {
   return {
-    async record(rows: Insertable<IssuancesTable>[]): Promise<void> {
-      if (rows.length > 0) await db.insertInto('issuances').values(rows).execute();
+    /** Multi-row inserts of up to 500 rows (well under Postgres' 65,535 parameters). */
+    async record(rows: IssuanceRow[]): Promise<void> {
+      for (let i = 0; i < rows.length; i += 500) await db.insertInto('issuances').values(rows.slice(i, i + 500)).execute();
     },
     async list(f: IssuanceFilter) {
       let q = db.selectFrom('issuances').selectAll().orderBy('id', 'desc').limit(f.limit);
       if (f.user !== undefined) q = q.where('username', '=', f.user);
       if (f.dataset !== undefined) q = q.where('dataset', '=', f.dataset);
       if (f.kind !== undefined) q = q.where('kind', '=', f.kind);
+      if (f.credentialId !== undefined) q = q.where('credential_id', '=', f.credentialId);
       if (f.since) q = q.where('issued_at', '>=', f.since);
       if (f.until) q = q.where('issued_at', '<', f.until);
       if (f.before !== undefined) q = q.where('id', '<', f.before);
@@ -30,37 +35,3 @@ export function issuancesRepository(db: Kysely<GatewayDB>) {
   };
 }
 export type IssuancesRepository = ReturnType<typeof issuancesRepository>;
-
-/**
- * Group commit: rows that arrive while a write is in flight go out together in the next
- * insert. Each caller still waits for its own row to be stored, so nothing is answered
- * before it is audited, yet a burst costs one round trip instead of one per request.
- */
-export function auditWriter(repo: IssuancesRepository) {
-  const queue: { row: Insertable<IssuancesTable>; done: (err?: unknown) => void }[] = [];
-  let draining: Promise<void> | null = null;
-  async function drain(): Promise<void> {
-    while (queue.length > 0) {
-      const batch = queue.splice(0, 500);
-      try {
-        await repo.record(batch.map((b) => b.row));
-        for (const b of batch) b.done();
-      } catch (err) {
-        for (const b of batch) b.done(err);
-      }
-    }
-    draining = null;
-  }
-  return {
-    record(row: Insertable<IssuancesTable>): Promise<void> {
-      return new Promise<void>((resolve, reject) => {
-        queue.push({ row, done: (err) => (err === undefined ? resolve() : reject(err as Error)) });
-        draining ??= drain();
-      });
-    },
-    /** Resolves when everything queued so far is written. */
-    async flush(): Promise<void> {
-      while (draining) await draining;
-    },
-  };
-}

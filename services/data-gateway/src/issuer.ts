@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Backend, IssueRequest, Issued } from './backends/types.js';
 
 export class BackendError extends Error {
@@ -11,6 +11,8 @@ export class BackendError extends Error {
 }
 
 interface Entry {
+  /** Names this backend issuance in the audit, for every delivery of it. */
+  id: string;
   promise: Promise<Issued>;
   refreshAt: number;
 }
@@ -69,19 +71,19 @@ export function createIssuer(opts: IssuerOptions) {
   }
 
   return {
-    /** `cached` tells whether a backend call was avoided. */
-    async get(backend: Backend, req: Omit<IssueRequest, 'signal'>): Promise<{ issued: Issued; cached: boolean }> {
+    /** `cached` tells whether a backend call was avoided; `credentialId` names the issuance. */
+    async get(backend: Backend, req: Omit<IssueRequest, 'signal'>): Promise<{ issued: Issued; cached: boolean; credentialId: string }> {
       const key = cacheKey(req.username, req);
       const hit = entries.get(key);
-      if (hit && hit.refreshAt > now()) return { issued: await hit.promise, cached: true };
+      if (hit && hit.refreshAt > now()) return { issued: await hit.promise, cached: true, credentialId: hit.id };
       sweep();
       const requestedAt = now();
-      const entry: Entry = { promise: callBackend(backend, req), refreshAt: Number.POSITIVE_INFINITY };
+      const entry: Entry = { id: randomUUID(), promise: callBackend(backend, req), refreshAt: Number.POSITIVE_INFINITY };
       entries.set(key, entry);
       try {
         const issued = await entry.promise;
         entry.refreshAt = requestedAt + (issued.expiration.getTime() - requestedAt) * opts.refreshFraction;
-        return { issued, cached: false };
+        return { issued, cached: false, credentialId: entry.id };
       } catch (err) {
         if (entries.get(key) === entry) entries.delete(key);
         throw err;

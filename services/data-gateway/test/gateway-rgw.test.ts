@@ -275,6 +275,11 @@ describe('audit and metrics', () => {
     expect(presigns.body.items).toHaveLength(1);
     expect(presigns.body.next).not.toBeNull();
     expect((await call('GET', 'api/admin/issuances', tokens.alice!)).status).toBe(403);
+    // bob's 12 coalesced requests and his repeat: one STS issuance, 13 answers, all in the log.
+    const bob = (await call('GET', 'api/admin/issuances?user=bob&dataset=home', tokens.ada!)).body.items as { cached: boolean; access: string; credentialId: string; deliveries: number }[];
+    const issued = bob.filter((i) => !i.cached && i.access === 'read-write');
+    expect(issued).toHaveLength(1);
+    expect(bob.filter((i) => i.credentialId === issued[0]!.credentialId).reduce((n, i) => n + i.deliveries, 0)).toBe(13);
     expect((await call('GET', 'api/admin/issuances?since=yesterday', tokens.ada!)).status).toBe(400);
   });
 

@@ -26,4 +26,21 @@ export const migrations: MigrationSet = {
       await db.schema.dropTable('issuances').execute();
     },
   },
+  '2026-11-22T01-00-00_issuance-deliveries': {
+    // Repeat deliveries of a cached credential are stored as counted batches, linked to the
+    // backend issuance they repeat (see audit-log.ts).
+    async up(db: Kysely<any>) {
+      await db.schema
+        .alterTable('issuances')
+        .addColumn('deliveries', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('last_at', 'timestamptz')
+        .addColumn('credential_id', 'text')
+        .execute();
+      await db.schema.createIndex('issuances_credential').on('issuances').column('credential_id').execute();
+    },
+    async down(db: Kysely<any>) {
+      await db.schema.dropIndex('issuances_credential').execute();
+      await db.schema.alterTable('issuances').dropColumn('credential_id').dropColumn('last_at').dropColumn('deliveries').execute();
+    },
+  },
 };
