@@ -3,8 +3,7 @@ import type { Kysely } from 'kysely';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Budget, UsageCollectorConfig } from './config.js';
 import { chargeUser, hoursOf, monthStart, roundMoney, sortCards } from './pricing.js';
-import { toPriced } from './sessions-repository.js';
-import type { SessionsRepository } from './sessions-repository.js';
+import { loadUsage } from './usage-source.js';
 import type { UsageDB } from './usage.table.js';
 
 export interface Quota {
@@ -34,19 +33,14 @@ function windowOf(b: Budget, now: Date): { start: Date; label: string } {
   return { start, label: `rolling:${b.days}d` };
 }
 
-async function usedFor(repo: SessionsRepository, config: UsageCollectorConfig, b: Budget, sel: { users?: string[]; groups?: string[] }, now: Date): Promise<{ used: Decimal; start: Date }> {
+async function usedFor(db: Kysely<UsageDB>, config: UsageCollectorConfig, b: Budget, sel: { users?: string[]; groups?: string[] }, now: Date): Promise<{ used: Decimal; start: Date }> {
   const { start } = windowOf(b, now);
-  const rows = await repo.overlapping({ from: start, to: now, ...sel });
-  const byUser = new Map<string, ReturnType<typeof toPriced>[]>();
-  for (const r of rows) {
-    const list = byUser.get(r.user_name) ?? [];
-    list.push(toPriced(r, now));
-    byUser.set(r.user_name, list);
-  }
   const cards = sortCards(config.rateCards);
+  // A month budget needs the month's earlier usage anyway (the allowance is spent from its start).
+  const { sessionsByUser, rolledByUser } = await loadUsage(db, sel, { from: monthStart(start.getTime()), to: now.getTime(), now, cards, cuts: [start.getTime()] });
   let used = new Decimal(0);
-  for (const [user, sessions] of byUser) {
-    const c = chargeUser(user, sessions, start.getTime(), now.getTime(), cards);
+  for (const user of new Set([...sessionsByUser.keys(), ...rolledByUser.keys()])) {
+    const c = chargeUser(user, sessionsByUser.get(user) ?? [], start.getTime(), now.getTime(), cards, rolledByUser.get(user) ?? []);
     // A month budget counts what the user is charged (after the free allowance); a rolling one the gross.
     used = used.plus(b.unit === 'hours' ? new Decimal(hoursOf(c.seconds)) : b.window === 'month' ? c.netExact : c.gross);
   }
@@ -54,17 +48,25 @@ async function usedFor(repo: SessionsRepository, config: UsageCollectorConfig, b
 }
 
 /** Every budget that applies to a user: their own (or the default) and each of their groups'. */
-export async function evaluateBudgets(repo: SessionsRepository, config: UsageCollectorConfig, user: string, groups: readonly string[], now: Date): Promise<Evaluated[]> {
+export async function evaluateBudgets(
+  source: Kysely<UsageDB> | { db: Kysely<UsageDB> },
+  config: UsageCollectorConfig,
+  user: string,
+  groups: readonly string[],
+  now: Date,
+): Promise<Evaluated[]> {
+  // A sessions repository is accepted too (its callers predate the rollups).
+  const db = 'db' in source && !('selectFrom' in source) ? source.db : (source as Kysely<UsageDB>);
   const out: Evaluated[] = [];
   const own = config.budgets.users[user] ?? config.budgets.default;
   if (own) {
-    const { used, start } = await usedFor(repo, config, own, { users: [user] }, now);
+    const { used, start } = await usedFor(db, config, own, { users: [user] }, now);
     out.push({ subjectKind: 'user', subject: user, budget: own, used, windowStart: start, ratio: ratioOf(used, own) });
   }
   for (const g of groups) {
     const b = config.budgets.groups[g];
     if (!b) continue;
-    const { used, start } = await usedFor(repo, config, b, { groups: [g] }, now);
+    const { used, start } = await usedFor(db, config, b, { groups: [g] }, now);
     out.push({ subjectKind: 'group', subject: g, budget: b, used, windowStart: start, ratio: ratioOf(used, b) });
   }
   return out;

@@ -9,6 +9,12 @@ const money = z
 
 const isoDate = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date YYYY-MM-DD');
 
+/**
+ * Default raw retention: a quarter, longer than any default budget window and one term's
+ * disputes, short enough that the sessions table stays a few months deep.
+ */
+export const DEFAULT_RAW_DAYS = 90;
+
 export const resourcesSchema = z
   .object({
     cpuGuarantee: z.number().nonnegative().default(0),
@@ -101,11 +107,14 @@ export const configSchema = z
       .default({ users: {}, groups: {}, warnAt: [75, 90, 100], stopOverLimit: false }),
     retention: z
       .object({
-        /** Closed sessions older than this are rolled up into daily aggregates and deleted. 0 keeps them. */
-        rawDays: z.number().int().min(0).default(0),
+        /**
+         * Closed sessions that stopped more than this many days ago are rolled up into daily
+         * aggregates and deleted (statements read the rollups, to the same cent). 0 keeps them forever.
+         */
+        rawDays: z.number().int().min(0).max(3660).default(DEFAULT_RAW_DAYS),
       })
       .strict()
-      .default({ rawDays: 0 }),
+      .default({ rawDays: DEFAULT_RAW_DAYS }),
   })
   .strict()
   .superRefine((cfg, ctx) => {

@@ -2,8 +2,11 @@
  * Pricing, statements and attribution: pure functions over sessions, all money in decimal.js.
  *
  * Rules (documented in hub/README-usage.md):
- * - A session is priced over its part inside the period; that part is split where a newer rate card
- *   takes effect, and each piece is rounded UP to its card's billing increment.
+ * - A session is priced over its part inside the period; that part is split at UTC midnights (cards
+ *   take effect at midnight, so each piece has one card) and each piece is rounded UP to its card's
+ *   billing increment. Rollups store exactly these pieces, so raw and rolled-up days price the same.
+ * - Resource-hour cards price max(request, measured use) per sample interval: the request for the
+ *   rounded time, plus the measured use above the request for its exact time.
  * - The free allowance is per user per calendar month (UTC), spent in time order: the charge for a
  *   range inside a month is max(0, gross(monthStart, to) - A) - max(0, gross(monthStart, from) - A),
  *   so statements for adjacent ranges add up.
@@ -21,12 +24,43 @@ export interface PricedSession {
   start: Date;
   /** The stop (or `now` for open sessions). */
   end: Date;
+  /** Measured use above this session's request, per sample interval (see measured-shares.ts). */
+  extras?: readonly MeasuredExtra[];
+}
+
+/** Over [from, to) the session used `cpu` cores and `gib` GiB more than it requested. */
+export interface MeasuredExtra {
+  from: number;
+  to: number;
+  cpu: Decimal;
+  gib: Decimal;
+}
+
+/**
+ * Usage that was rolled up (daily_usage): time already split into UTC-day pieces, each piece
+ * rounded up to the increment of the card of its day, and summed. A line may cover several days
+ * of one segment (see usage-source.ts) as long as they share a card, a month and a range.
+ */
+export interface RolledUsage {
+  /** Start (ms) of the first UTC day covered: it decides the card, the month and the range it counts in. */
+  day: number;
+  profile: string | null;
+  resources: Resources;
+  seconds: number;
+  billedSeconds: number;
+  /** Core-seconds and GiB-seconds of measured use above the request. */
+  cpuExtra: Decimal;
+  gibExtra: Decimal;
+  /** Sessions (or, in a segment, session-days) folded into the line. */
+  sessions: number;
+  groups: readonly string[];
 }
 
 export type AttributionRule = 'primary' | 'split' | 'full';
 
 const HOUR = new Decimal(3600);
 const CENTS = 2;
+export const DAY_MS = 86_400_000;
 
 function cardStart(card: RateCard): number {
   return Date.parse(`${card.effectiveFrom}T00:00:00Z`);
@@ -47,17 +81,119 @@ export function cardAt(sorted: readonly RateCard[], t: number): RateCard | null 
   return found;
 }
 
-function hourlyPrice(card: RateCard, s: PricedSession): Decimal {
+/** Start of the UTC day of `t`. Cards take effect at midnight, so one card prices a whole day. */
+export function dayStart(t: number): number {
+  return Math.floor(t / DAY_MS) * DAY_MS;
+}
+
+function requestPrice(card: RateCard, profile: string | null, r: Resources): Decimal {
   if (card.mode === 'profile-hour') {
-    const price = (s.profile !== null ? card.profileHour[s.profile] : undefined) ?? card.defaultProfileHour;
+    const price = (profile !== null ? card.profileHour[profile] : undefined) ?? card.defaultProfileHour;
     return new Decimal(price);
   }
-  // Without measured usage the request (guarantee) is the max(request, usage).
-  const r = s.resources;
   return new Decimal(r.cpuGuarantee)
     .times(card.cpuHour)
     .plus(new Decimal(r.memGuaranteeGiB).times(card.gibHour))
     .plus(new Decimal(r.gpus).times(card.gpuHour));
+}
+
+/** Rounds a piece up to the card's billing increment. */
+export function billedSecondsOf(seconds: number, card: RateCard): number {
+  const inc = card.incrementSeconds;
+  return Math.ceil(seconds / inc - 1e-9) * inc;
+}
+
+export interface DayPiece {
+  /** Start (ms) of the UTC day. */
+  day: number;
+  card: RateCard | null;
+  seconds: number;
+  billedSeconds: number;
+  /** Core-seconds and GiB-seconds of measured use above the request (resource-hour cards only). */
+  cpuExtra: Decimal;
+  gibExtra: Decimal;
+}
+
+const ZERO = new Decimal(0);
+
+/**
+ * A session's time inside [from, to), cut at UTC midnights. Both statements from raw sessions and
+ * the daily rollups are made of these pieces, which is why both give the same money.
+ */
+export function dayPieces(s: PricedSession, from: number, to: number, sorted: readonly RateCard[]): DayPiece[] {
+  const a = Math.max(s.start.getTime(), from);
+  const b = Math.min(s.end.getTime(), to);
+  const out: DayPiece[] = [];
+  for (let day = dayStart(a); day < b; day += DAY_MS) {
+    const p = Math.max(a, day);
+    const q = Math.min(b, day + DAY_MS);
+    if (q <= p) continue;
+    const card = cardAt(sorted, day);
+    const seconds = (q - p) / 1000;
+    let cpuExtra = ZERO;
+    let gibExtra = ZERO;
+    if (s.extras && card?.mode === 'resource-hour') {
+      for (const e of s.extras) {
+        const overlap = Math.min(q, e.to) - Math.max(p, e.from);
+        if (overlap <= 0) continue;
+        const secs = new Decimal(overlap).div(1000);
+        cpuExtra = cpuExtra.plus(e.cpu.times(secs));
+        gibExtra = gibExtra.plus(e.gib.times(secs));
+      }
+    }
+    out.push({ day, card, seconds, billedSeconds: card ? billedSecondsOf(seconds, card) : 0, cpuExtra, gibExtra });
+  }
+  return out;
+}
+
+/**
+ * Sums usage by (card, profile, priced resources) in whole billed seconds, and measured extras per
+ * card, so that money is multiplied out once per bucket: exact, and cheap for many sessions.
+ */
+export class Tally {
+  seconds = 0;
+  billedSeconds = 0;
+  private readonly buckets = new Map<string, { card: RateCard; profile: string | null; resources: Resources; billed: number }>();
+  private readonly extras = new Map<RateCard, { cpu: Decimal; gib: Decimal }>();
+
+  add(card: RateCard | null, profile: string | null, resources: Resources, seconds: number, billed: number): void {
+    this.seconds += seconds;
+    if (!card || billed === 0) return;
+    this.billedSeconds += billed;
+    const key = card.mode === 'profile-hour' ? `${card.id}\u0000${profile ?? ''}` : `${card.id}\u0000${resources.cpuGuarantee}\u0000${resources.memGuaranteeGiB}\u0000${resources.gpus}`;
+    const b = this.buckets.get(key);
+    if (b) b.billed += billed;
+    else this.buckets.set(key, { card, profile, resources, billed });
+  }
+
+  /** Core-seconds and GiB-seconds above the request; only resource-hour cards price them. */
+  addExtra(card: RateCard | null, cpu: Decimal, gib: Decimal): void {
+    if (!card || card.mode !== 'resource-hour' || (cpu.isZero() && gib.isZero())) return;
+    const e = this.extras.get(card);
+    if (e) this.extras.set(card, { cpu: e.cpu.plus(cpu), gib: e.gib.plus(gib) });
+    else this.extras.set(card, { cpu, gib });
+  }
+
+  /** Every UTC-day piece of a session inside [from, to), each rounded up to its card's increment. */
+  addSession(s: PricedSession, from: number, to: number, sorted: readonly RateCard[]): void {
+    for (const piece of dayPieces(s, from, to, sorted)) {
+      this.add(piece.card, s.profile, s.resources, piece.seconds, piece.billedSeconds);
+      this.addExtra(piece.card, piece.cpuExtra, piece.gibExtra);
+    }
+  }
+
+  addRolled(r: RolledUsage, sorted: readonly RateCard[]): void {
+    const card = cardAt(sorted, r.day);
+    this.add(card, r.profile, r.resources, r.seconds, r.billedSeconds);
+    this.addExtra(card, r.cpuExtra, r.gibExtra);
+  }
+
+  cost(): Decimal {
+    let sum = new Decimal(0);
+    for (const b of this.buckets.values()) sum = sum.plus(requestPrice(b.card, b.profile, b.resources).times(b.billed).div(HOUR));
+    for (const [card, e] of this.extras) sum = sum.plus(e.cpu.times(card.cpuHour).plus(e.gib.times(card.gibHour)).div(HOUR));
+    return sum;
+  }
 }
 
 export interface Priced {
@@ -66,27 +202,14 @@ export interface Priced {
   cost: Decimal;
 }
 
-/** One session's cost inside [from, to). */
+/**
+ * One session's cost inside [from, to). Resource-hour cards price max(request, measured use) per
+ * sample interval: the request for the (rounded) time, plus measured use above it for its exact time.
+ */
 export function priceSession(s: PricedSession, from: number, to: number, sorted: readonly RateCard[]): Priced {
-  const a = Math.max(s.start.getTime(), from);
-  const b = Math.min(s.end.getTime(), to);
-  if (b <= a) return { seconds: 0, billedSeconds: 0, cost: new Decimal(0) };
-  // Piece boundaries: where a card takes effect inside (a, b).
-  const cuts = [a, ...sorted.map(cardStart).filter((t) => t > a && t < b), b];
-  let cost = new Decimal(0);
-  let billed = 0;
-  for (let i = 0; i + 1 < cuts.length; i += 1) {
-    const p = cuts[i]!;
-    const q = cuts[i + 1]!;
-    const card = cardAt(sorted, p);
-    const secs = (q - p) / 1000;
-    if (!card) continue;
-    const inc = card.incrementSeconds;
-    const rounded = Math.ceil(secs / inc - 1e-9) * inc;
-    billed += rounded;
-    cost = cost.plus(hourlyPrice(card, s).times(rounded).div(HOUR));
-  }
-  return { seconds: (b - a) / 1000, billedSeconds: billed, cost };
+  const t = new Tally();
+  t.addSession(s, from, to, sorted);
+  return { seconds: t.seconds, billedSeconds: t.billedSeconds, cost: t.cost() };
 }
 
 export function monthStart(t: number): number {
@@ -98,10 +221,17 @@ export function nextMonth(t: number): number {
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1);
 }
 
-function gross(sessions: readonly PricedSession[], from: number, to: number, sorted: readonly RateCard[]): Decimal {
-  let sum = new Decimal(0);
-  for (const s of sessions) sum = sum.plus(priceSession(s, from, to, sorted).cost);
-  return sum;
+/** A rolled-up line counts in the range that holds the start of its day. */
+function rolledIn(r: RolledUsage, from: number, to: number): boolean {
+  return r.day >= from && r.day < to;
+}
+
+function tallyOf(sessions: readonly PricedSession[], rolled: readonly RolledUsage[], from: number, to: number, sorted: readonly RateCard[]): Tally {
+  const t = new Tally();
+  if (to <= from) return t;
+  for (const s of sessions) t.addSession(s, from, to, sorted);
+  for (const r of rolled) if (rolledIn(r, from, to)) t.addRolled(r, sorted);
+  return t;
 }
 
 function clampZero(d: Decimal): Decimal {
@@ -120,10 +250,17 @@ export interface UserCharge {
 }
 
 /**
- * One user's charge for [from, to). `sessions` must include every session of the user that overlaps
- * [monthStart(from), to) so the allowance spent earlier in the month is known.
+ * One user's charge for [from, to). `sessions` (raw) and `rolled` (daily rollups) must include all
+ * of the user's usage in [monthStart(from), to) so the allowance spent earlier in the month is known.
  */
-export function chargeUser(user: string, sessions: readonly PricedSession[], from: number, to: number, sorted: readonly RateCard[]): UserCharge {
+export function chargeUser(
+  user: string,
+  sessions: readonly PricedSession[],
+  from: number,
+  to: number,
+  sorted: readonly RateCard[],
+  rolled: readonly RolledUsage[] = [],
+): UserCharge {
   let grossSum = new Decimal(0);
   let net = new Decimal(0);
   let seconds = 0;
@@ -132,14 +269,18 @@ export function chargeUser(user: string, sessions: readonly PricedSession[], fro
     const b = Math.min(to, nextMonth(m));
     const card = cardAt(sorted, m) ?? cardAt(sorted, a);
     const allowance = new Decimal(card?.freeAllowancePerMonth ?? 0);
-    const before = gross(sessions, m, a, sorted);
-    const upto = before.plus(gross(sessions, a, b, sorted));
+    const before = tallyOf(sessions, rolled, m, a, sorted).cost();
+    const inside = tallyOf(sessions, rolled, a, b, sorted);
+    seconds += inside.seconds;
+    const upto = before.plus(inside.cost());
     grossSum = grossSum.plus(upto.minus(before));
     net = net.plus(clampZero(upto.minus(allowance)).minus(clampZero(before.minus(allowance))));
   }
-  for (const s of sessions) seconds += Math.max(0, (Math.min(s.end.getTime(), to) - Math.max(s.start.getTime(), from)) / 1000);
-  const latest = [...sessions].sort((x, y) => y.start.getTime() - x.start.getTime())[0];
-  return { user, groups: [...(latest?.groups ?? [])], seconds, gross: grossSum, allowance: grossSum.minus(net), netExact: net };
+  let groups: readonly string[] = [];
+  let latest = -Infinity;
+  for (const s of sessions) if (s.start.getTime() > latest) [latest, groups] = [s.start.getTime(), s.groups];
+  if (sessions.length === 0) for (const r of rolled) if (r.day > latest) [latest, groups] = [r.day, r.groups];
+  return { user, groups: [...groups], seconds, gross: grossSum, allowance: grossSum.minus(net), netExact: net };
 }
 
 export function roundMoney(d: Decimal): Decimal {
@@ -215,6 +356,8 @@ export function hoursOf(seconds: number): string {
 
 export function buildStatement(opts: {
   sessionsByUser: Map<string, PricedSession[]>;
+  /** Rolled-up usage per user, for days whose raw sessions are gone. */
+  rolledByUser?: Map<string, RolledUsage[]>;
   from: number;
   to: number;
   cards: readonly RateCard[];
@@ -229,9 +372,9 @@ export function buildStatement(opts: {
   const groupTotals = new Map<string, { net: Decimal; users: number }>();
   let total = { seconds: 0, gross: new Decimal(0), net: new Decimal(0) };
   let unattributed = new Decimal(0);
-  const names = [...opts.sessionsByUser.keys()].sort();
+  const names = [...new Set([...opts.sessionsByUser.keys(), ...(opts.rolledByUser?.keys() ?? [])])].sort();
   for (const name of names) {
-    const charge = chargeUser(name, opts.sessionsByUser.get(name)!, opts.from, opts.to, sorted);
+    const charge = chargeUser(name, opts.sessionsByUser.get(name) ?? [], opts.from, opts.to, sorted, opts.rolledByUser?.get(name) ?? []);
     if (charge.seconds === 0) continue;
     const net = roundMoney(charge.netExact);
     users.push({

@@ -11,10 +11,11 @@ import type { Visibility } from './access.js';
 import { evaluateBudgets, listEvents, quotaFrom, recordWarnings } from './budgets.js';
 import type { UsageCollectorConfig } from './config.js';
 import { csvLine } from './csv.js';
-import { buildStatement, hoursOf, monthStart, nextMonth, priceSession, roundMoney, sortCards } from './pricing.js';
-import type { PricedSession } from './pricing.js';
-import { sessionsRepository, toPriced } from './sessions-repository.js';
+import { buildStatement, hoursOf, monthStart, nextMonth, roundMoney, sortCards, Tally } from './pricing.js';
+import { sessionsRepository } from './sessions-repository.js';
 import type { SessionRow } from './sessions-repository.js';
+import { loadUsage } from './usage-source.js';
+import type { UsageFilter } from './usage-source.js';
 import type { UsageDB } from './usage.table.js';
 
 const ForbiddenUsage = createError('HUBSIDE_USAGE_ERR_FORBIDDEN', '%s', 403);
@@ -157,9 +158,8 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
     return false;
   }
 
-  /** Sessions the caller may see for the selection, or an error naming why not. */
-  async function select(request: FastifyRequest, v: Visibility, q: { user?: string | undefined; group?: string | undefined }, from: number, to: number): Promise<{ rows: SessionRow[]; onlyGroups?: Set<string> }> {
-    const range = { from: new Date(from), to: new Date(to) };
+  /** What the caller may see for the selection, as a filter, or an error naming why not. */
+  async function select(request: FastifyRequest, v: Visibility, q: { user?: string | undefined; group?: string | undefined }): Promise<{ filter: UsageFilter; onlyGroups?: Set<string> }> {
     if (q.user !== undefined) {
       const groups = await hubUserGroups(q.user);
       // Don't tell a student whether another name exists.
@@ -168,32 +168,30 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
         throw new UnknownName(`query.user: no user ${JSON.stringify(q.user)}`);
       }
       if (!maySeeUser(v, q.user, groups)) throw new ForbiddenUsage(!v.all && v.groups.size ? 'query.user: not a member of a group you manage' : 'you may only read your own usage');
-      let rows = await repo.overlapping({ ...range, users: [q.user] });
-      if (q.group !== undefined) rows = rows.filter((r) => r.groups.includes(q.group!));
-      return { rows };
+      return { filter: { users: [q.user], ...(q.group !== undefined ? { groups: [q.group], match: 'all' as const } : {}) } };
     }
     if (q.group !== undefined) {
       if (!maySeeGroup(v, q.group)) throw new ForbiddenUsage(`query.group: you do not manage group ${JSON.stringify(q.group)}`);
       if (!(await groupExists(q.group))) throw new UnknownName(`query.group: no group ${JSON.stringify(q.group)}`);
-      return { rows: await repo.overlapping({ ...range, groups: [q.group] }), onlyGroups: new Set([q.group]) };
+      return { filter: { groups: [q.group] }, onlyGroups: new Set([q.group]) };
     }
-    if (v.all) return { rows: await repo.overlapping(range) };
+    if (v.all) return { filter: {} };
     request.log.debug({ managed: v.groups.size }, 'limited usage view');
-    const own = v.self ? await repo.overlapping({ ...range, users: [v.self] }) : [];
-    const managed = await repo.overlapping({ ...range, groups: [...v.groups] });
-    const byId = new Map<string, SessionRow>();
-    for (const r of [...own, ...managed]) byId.set(r.id, r);
-    return { rows: [...byId.values()], ...(v.groups.size ? { onlyGroups: new Set(v.groups) } : {}) };
+    return { filter: { users: v.self ? [v.self] : [], groups: [...v.groups], match: 'any' }, ...(v.groups.size ? { onlyGroups: new Set(v.groups) } : {}) };
   }
 
-  function byUser(rows: readonly SessionRow[], now: Date): Map<string, PricedSession[]> {
-    const out = new Map<string, PricedSession[]>();
-    for (const r of rows) {
-      const list = out.get(r.user_name) ?? [];
-      list.push(toPriced(r, now));
-      out.set(r.user_name, list);
+  /** Raw session rows for a filter (the sessions listing). */
+  async function sessionRows(filter: UsageFilter, from: number, to: number): Promise<SessionRow[]> {
+    const range = { from: new Date(from), to: new Date(to) };
+    if (filter.match === 'any') {
+      const own = await repo.overlapping({ ...range, users: filter.users ?? [] });
+      const managed = await repo.overlapping({ ...range, groups: filter.groups ?? [] });
+      const byId = new Map<string, SessionRow>();
+      for (const r of [...own, ...managed]) byId.set(r.id, r);
+      return [...byId.values()].sort((a, b) => a.started.getTime() - b.started.getTime() || Number(a.id) - Number(b.id));
     }
-    return out;
+    const rows = await repo.overlapping({ ...range, ...(filter.users ? { users: filter.users } : filter.groups ? { groups: filter.groups } : {}) });
+    return filter.users && filter.groups ? rows.filter((r) => filter.groups!.every((g) => r.groups.includes(g))) : rows;
   }
 
   async function usage(request: FastifyRequest, q: z.output<typeof usageQuery>) {
@@ -202,36 +200,49 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
     const from = q.from ?? monthStart(Math.min(to - 1, now));
     checkRange(from, to);
     const v = visibilityOf(request.hubUser!, config);
-    const { rows } = await select(request, v, q, from, to);
-    const acc = new Map<string, { period: string; user: string; seconds: number; cost: ReturnType<typeof priceSession>['cost']; sessions: number }>();
-    const nowDate = new Date(now);
-    for (const r of rows) {
-      const s = toPriced(r, nowDate);
-      const a = Math.max(from, s.start.getTime());
-      const b = Math.min(to, s.end.getTime());
-      for (let p = bucketStart(a, q.granularity); p < b; p = bucketEnd(p, q.granularity)) {
-        const priced = priceSession(s, Math.max(p, from), Math.min(bucketEnd(p, q.granularity), to), cards);
-        if (priced.seconds <= 0) continue;
-        const period = new Date(p).toISOString().slice(0, 10);
-        const k = JSON.stringify([period, s.user]);
-        const cur = acc.get(k);
-        if (cur) acc.set(k, { ...cur, seconds: cur.seconds + priced.seconds, cost: cur.cost.plus(priced.cost), sessions: cur.sessions + 1 });
-        else acc.set(k, { period, user: s.user, seconds: priced.seconds, cost: priced.cost, sessions: 1 });
+    const { filter } = await select(request, v, q);
+    const cuts: number[] = [];
+    for (let p = bucketStart(from, q.granularity); p < to; p = bucketEnd(p, q.granularity)) cuts.push(p);
+    const loaded = await loadUsage(db, filter, { from, to, now: new Date(now), cards, cuts: [from, ...cuts] });
+    const acc = new Map<string, { period: string; user: string; tally: Tally; sessions: number }>();
+    const entry = (p: number, user: string) => {
+      const period = new Date(p).toISOString().slice(0, 10);
+      const k = JSON.stringify([period, user]);
+      let cur = acc.get(k);
+      if (!cur) acc.set(k, (cur = { period, user, tally: new Tally(), sessions: 0 }));
+      return cur;
+    };
+    for (const [user, sessions] of loaded.sessionsByUser) {
+      for (const s of sessions) {
+        const a = Math.max(from, s.start.getTime());
+        const b = Math.min(to, s.end.getTime());
+        for (let p = bucketStart(a, q.granularity); p < b; p = bucketEnd(p, q.granularity)) {
+          const cur = entry(p, user);
+          cur.tally.addSession(s, Math.max(p, from), Math.min(bucketEnd(p, q.granularity), to), cards);
+          cur.sessions += 1;
+        }
+      }
+    }
+    for (const [user, lines] of loaded.rolledByUser) {
+      for (const r of lines) {
+        const cur = entry(bucketStart(r.day, q.granularity), user);
+        cur.tally.addRolled(r, cards);
+        cur.sessions += r.sessions;
       }
     }
     const list = [...acc.values()].sort((x, y) => (x.period === y.period ? (x.user < y.user ? -1 : 1) : x.period < y.period ? -1 : 1));
     let totalSeconds = 0;
     let totalCost = new Decimal(0);
     for (const r of list) {
-      totalSeconds += r.seconds;
-      totalCost = totalCost.plus(roundMoney(r.cost));
+      totalSeconds += r.tally.seconds;
+      totalCost = totalCost.plus(roundMoney(r.tally.cost()));
     }
     return {
       from: new Date(from).toISOString(),
       to: new Date(to).toISOString(),
       granularity: q.granularity,
       currency: config.currency,
-      rows: list.map((r) => ({ period: r.period, user: r.user, hours: hoursOf(r.seconds), cost: roundMoney(r.cost).toFixed(2), sessions: r.sessions })),
+      rows: list.map((r) => ({ period: r.period, user: r.user, hours: hoursOf(r.tally.seconds), cost: roundMoney(r.tally.cost()).toFixed(2), sessions: r.sessions })),
       total: { hours: hoursOf(totalSeconds), cost: totalCost.toFixed(2) },
     };
   }
@@ -256,10 +267,12 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
     const to = q.period !== undefined ? nextMonth(q.period) : (q.to ?? nextMonth(from));
     checkRange(from, to);
     const v = visibilityOf(request.hubUser!, config);
-    // The allowance is spent from the start of the month, so earlier sessions of that month are needed too.
-    const { rows, onlyGroups } = await select(request, v, q, monthStart(from), to);
+    const { filter, onlyGroups } = await select(request, v, q);
+    // The allowance is spent from the start of the month, so earlier usage of that month is needed too.
+    const { sessionsByUser, rolledByUser } = await loadUsage(db, filter, { from: monthStart(from), to, now: new Date(now), cards, cuts: [from] });
     return buildStatement({
-      sessionsByUser: byUser(rows, new Date(now)),
+      sessionsByUser,
+      rolledByUser,
       from,
       to,
       cards,
@@ -279,7 +292,8 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
       const to = q.to ?? now + 1;
       const from = q.from ?? monthStart(now);
       checkRange(from, to);
-      const { rows } = await select(request, visibilityOf(request.hubUser!, config), q, from, to);
+      const { filter } = await select(request, visibilityOf(request.hubUser!, config), q);
+      const rows = await sessionRows(filter, from, to);
       return {
         sessions: rows.map((r) => ({
           user: r.user_name,
@@ -312,7 +326,7 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
     }
     if (groups === null) throw new UnknownName(`params.name: no user ${JSON.stringify(user)}`);
     const now = new Date();
-    const evaluated = await evaluateBudgets(repo, config, user, groups, now);
+    const evaluated = await evaluateBudgets(db, config, user, groups, now);
     // A spawn attempt is a moment the user should hear about their budget, not only the next poll.
     await recordWarnings(db, config, evaluated, now, request.log);
     return quotaFrom(evaluated, config.currency);

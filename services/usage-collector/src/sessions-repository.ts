@@ -24,7 +24,9 @@ export interface ReconcileResult {
   closed: number;
 }
 
-// One fixed key: every replica of this service competes for the same lock.
+// Fixed keys: every replica of this service competes for the same locks. The lease is held (on one
+// connection) for a whole poll, hub listing included; the reconcile lock guards the write itself.
+export const POLL_LEASE_KEY = 7_151_842_000n;
 const POLL_LOCK_KEY = 7_151_842_001n;
 const BATCH = 500;
 
@@ -80,11 +82,13 @@ export function toPriced(row: SessionRow, now: Date): PricedSession {
 
 export function sessionsRepository(db: Kysely<UsageDB>) {
   return {
+    /** The database behind the repository, for readers that also need the rollups. */
+    db,
     /**
      * Fold one complete poll into the sessions table, atomically: either every server of the
      * poll is recorded and every vanished one closed, or nothing changes.
      */
-    async reconcile(observed: readonly ObservedServer[], now: Date): Promise<ReconcileResult> {
+    async reconcile(observed: readonly ObservedServer[], now: Date, pollStarted?: Date): Promise<ReconcileResult> {
       return db.transaction().execute(async (trx) => {
         const lock = await sql<{ ok: boolean }>`select pg_try_advisory_xact_lock(${POLL_LOCK_KEY}) as ok`.execute(trx);
         if (!lock.rows[0]?.ok) return { locked: false, servers: observed.length, opened: 0, closed: 0 };
@@ -143,7 +147,7 @@ export function sessionsRepository(db: Kysely<UsageDB>) {
               .execute();
           }
         }
-        await trx.insertInto('polls').values({ at: now, servers: observed.length, opened, closed: gone.length }).execute();
+        await trx.insertInto('polls').values({ started: pollStarted ?? null, at: now, servers: observed.length, opened, closed: gone.length }).execute();
         return { locked: true, servers: observed.length, opened, closed: gone.length };
       });
     },
@@ -166,6 +170,24 @@ export function sessionsRepository(db: Kysely<UsageDB>) {
       }
       const rows = await q.orderBy('started').orderBy('id').execute();
       return rows.map((r) => toRow(r as unknown as Record<string, unknown>));
+    },
+
+    /**
+     * Runs `fn` only if no other replica is polling: a session advisory lock on one reserved
+     * connection, released when `fn` ends or, if the process dies, when its connection closes.
+     * PGlite is one process's private database, so there is nobody to exclude.
+     */
+    async underPollLease<T>(kind: 'postgres' | 'pglite', fn: () => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }> {
+      if (kind === 'pglite') return { locked: true, value: await fn() };
+      return db.connection().execute(async (conn) => {
+        const got = await sql<{ ok: boolean }>`select pg_try_advisory_lock(${POLL_LEASE_KEY}) as ok`.execute(conn);
+        if (!got.rows[0]?.ok) return { locked: false as const };
+        try {
+          return { locked: true as const, value: await fn() };
+        } finally {
+          await sql`select pg_advisory_unlock(${POLL_LEASE_KEY})`.execute(conn);
+        }
+      });
     },
 
     async knownUser(name: string): Promise<boolean> {

@@ -24,6 +24,8 @@ export interface SessionsTable {
 
 export interface PollsTable {
   id: Generated<string>;
+  /** When the poll began listing the hub (null for polls recorded before this column). */
+  started: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   at: Timestamp;
   servers: number;
   opened: number;
@@ -52,6 +54,13 @@ export interface DailyUsageTable {
   gpu_seconds: ColumnType<string, number | string, number | string>;
   sessions: number;
   groups: Json<string[]>;
+  /** The priced resources of the sessions folded into this row (part of the key). */
+  resources: Json<Resources>;
+  /** Sum of the UTC-day pieces, each rounded up to its card's increment at rollup time. */
+  billed_seconds: ColumnType<string, number | string, number | string>;
+  /** Core-seconds and GiB-seconds of measured use above the request (exact decimals). */
+  cpu_extra: ColumnType<string, string, string>;
+  gib_extra: ColumnType<string, string, string>;
 }
 
 export interface MeasuredSamplesTable {
