@@ -81,16 +81,28 @@ async function registerPoller(fastify: FastifyInstance, opts: PollerOptions): Pr
     if (!hub) throw new Error('no hub configured');
     const end = duration.startTimer();
     try {
-      const observed: ObservedServer[] = [];
-      const users = new Map<string, string[]>();
-      // The whole listing must succeed before anything is written: a partial one would close sessions that still run.
-      for await (const user of hub.listUsers({ state: 'active' })) {
-        const servers = observe(user, opts.config);
-        observed.push(...servers);
-        if (servers.length > 0) users.set(user.name, [...(user.groups ?? [])]);
+      const leased = await repo.underPollLease(fastify.database.kind, async () => {
+        const started = new Date();
+        const observed: ObservedServer[] = [];
+        const users = new Map<string, string[]>();
+        // The whole listing must succeed before anything is written: a partial one would close sessions that still run.
+        for await (const user of hub.listUsers({ state: 'active' })) {
+          const servers = observe(user, opts.config);
+          observed.push(...servers);
+          if (servers.length > 0) users.set(user.name, [...(user.groups ?? [])]);
+        }
+        const now = new Date();
+        const result = await repo.reconcile(observed, now, started);
+        // Under the lease too: sample windows follow on from the last stored one, whichever replica stored it.
+        if (result.locked) await measureAfterPoll(now);
+        return { observed, users, now, result };
+      });
+      if (!leased.locked) {
+        // Another replica is polling right now; it will record what we would have seen.
+        polls.inc({ result: 'skipped-locked' });
+        return { locked: false, servers: 0, opened: 0, closed: 0 };
       }
-      const now = new Date();
-      const result = await repo.reconcile(observed, now);
+      const { observed, users, now, result } = leased.value;
       polls.inc({ result: result.locked ? 'ok' : 'skipped-locked' });
       if (result.locked) {
         sessionsOpened.inc(result.opened);
@@ -100,7 +112,6 @@ async function registerPoller(fastify: FastifyInstance, opts: PollerOptions): Pr
         for (const o of observed) for (const g of o.groups) byGroup.inc({ group: g });
         await budgetsAfterPoll(users, now);
         await retentionAfterPoll(now);
-        await measureAfterPoll(now);
       }
       return result;
     } catch (err) {
@@ -115,7 +126,7 @@ async function registerPoller(fastify: FastifyInstance, opts: PollerOptions): Pr
     const cfg = opts.config.budgets;
     if (!cfg.default && Object.keys(cfg.users).length === 0 && Object.keys(cfg.groups).length === 0) return;
     for (const [user, groups] of users) {
-      const evaluated = await evaluateBudgets(repo, opts.config, user, groups, now);
+      const evaluated = await evaluateBudgets(db, opts.config, user, groups, now);
       await recordWarnings(db, opts.config, evaluated, now, fastify.log);
       if (cfg.stopOverLimit && evaluated.some((e) => e.ratio >= 1)) {
         fastify.log.warn({ user }, 'stopping servers over a hard budget limit');
@@ -125,14 +136,15 @@ async function registerPoller(fastify: FastifyInstance, opts: PollerOptions): Pr
     }
   }
 
-  let lastMeasured = 0;
   async function measureAfterPoll(now: Date): Promise<void> {
     if (!opts.prometheusUrl) return;
-    const windowSeconds = lastMeasured ? Math.min(3600, (now.getTime() - lastMeasured) / 1000) : opts.intervalMs / 1000;
     try {
+      const last = await db.selectFrom('measured_samples').select((eb) => eb.fn.max('at').as('at')).executeTakeFirst();
+      const lastAt = last?.at ? new Date(last.at).getTime() : 0;
+      // Windows never overlap (no double count) and never exceed an hour (a long outage is not guessed at).
+      const windowSeconds = lastAt && lastAt < now.getTime() ? Math.min(3600, (now.getTime() - lastAt) / 1000) : opts.intervalMs / 1000;
       const samples = await queryMeasured(opts.prometheusUrl, windowSeconds, now);
       await storeMeasured(db, now, windowSeconds, samples);
-      lastMeasured = now.getTime();
     } catch (err) {
       // Measured usage is an extra: sessions and billing go on without it.
       fastify.log.warn({ err: String(err) }, 'measured usage from Prometheus failed');
@@ -145,7 +157,7 @@ async function registerPoller(fastify: FastifyInstance, opts: PollerOptions): Pr
     // Hourly is plenty: rollups only move whole closed sessions older than `rawDays`.
     if (days === 0 || now.getTime() - lastRollup < 3_600_000) return;
     lastRollup = now.getTime();
-    const r = await rollupSessions(db, new Date(now.getTime() - days * 86_400_000));
+    const r = await rollupSessions(db, new Date(now.getTime() - days * 86_400_000), opts.config.rateCards);
     if (r.sessions > 0) fastify.log.info(r, 'rolled up old sessions into daily usage');
   }
 
