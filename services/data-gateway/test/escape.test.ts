@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import type { HubIdentity } from '@hubside/hub-client';
 import { describe, expect, it } from 'vitest';
 import { accessBoundary } from '../src/backends/gcs.js';
-import { roleSessionName } from '../src/backends/s3.js';
+import { PolicyTooLargeError, createS3Backend, roleSessionName } from '../src/backends/s3.js';
 import { SESSION_POLICY_LIMIT, sessionPolicy } from '../src/backends/s3-policy.js';
 import { datasetSchema } from '../src/config.js';
 import { escapeName, expandTemplate, templateProblem, unescapeName } from '../src/escape.js';
@@ -134,6 +134,18 @@ describe('policies built from hostile names', () => {
     expect(resolveGrant('g', ds('groups/{group}/', ['climate']), user('bob', ['physics']), 'read')).toEqual({ refused: expect.stringContaining('climate') });
     const ro = datasetSchema.parse({ ...ds('public/'), access: 'read' });
     expect(resolveGrant('pub', ro, user('bob'), 'read-write')).toEqual({ refused: 'dataset pub is read-only' });
+  });
+
+  it('a session policy over 2,048 characters is refused before any STS call', async () => {
+    const groups = Array.from({ length: 40 }, (_, i) => `a-rather-long-research-group-name-${i}`);
+    const d = ds('groups/{group}/', groups);
+    const grant = resolveGrant('g', d, user('u', groups), 'read-write');
+    if ('refused' in grant) throw new Error(grant.refused);
+    expect(sessionPolicy('data', grant).length).toBeGreaterThan(SESSION_POLICY_LIMIT);
+    // The endpoint refuses connections: any attempt to call STS would fail differently.
+    const issue = createS3Backend({}).issue({ datasetName: 'g', dataset: d, grant, username: 'u', durationSeconds: 900, signal: new AbortController().signal });
+    await expect(issue).rejects.toThrow(PolicyTooLargeError);
+    await expect(issue).rejects.toThrow(/would be \d+ characters \(limit 2048\); too many groups match/);
   });
 
   it('role session names stay within STS rules for any name', () => {
