@@ -3,6 +3,7 @@ import type { BuildOptions, ServiceDefinition } from '@hubside/service-kit';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
 import { configSchema, pollIntervalMs, prometheusUrl } from './config.js';
+import { dashboards } from './dashboard/index.js';
 import type { UsageCollectorConfig } from './config.js';
 import { migrations } from './migrations/index.js';
 import { usagePoller } from './poller.js';
@@ -32,6 +33,7 @@ const usageCollectorPlugin: FastifyPluginAsync<UsageCollectorOptions> = async (a
     prometheusUrl: opts.prometheusUrl ?? prometheusUrl(),
   });
   await app.register(usageRoutes, { routePrefix: opts.routePrefix, config: opts.config });
+  await app.register(dashboards, { routePrefix: opts.routePrefix, config: opts.config });
 };
 // Not encapsulated, so `app.usagePoller` is reachable from the app that registers it (tests, the CLI).
 const usageCollector = fp(usageCollectorPlugin, { name: 'hubside-usage-collector', fastify: '5.x', dependencies: ['hubside-database'] });

@@ -1,0 +1,182 @@
+/**
+ * The dashboards' JSON API. The pages read only these routes (and the usage API's), and every
+ * rule about who sees what is enforced here, with the same `visibilityOf` as the usage API.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { createError } from '@hubside/service-kit';
+import { z } from 'zod';
+import { maySeeGroup, visibilityOf } from '../access.js';
+import type { Visibility } from '../access.js';
+import { configSchema } from '../config.js';
+import type { UsageCollectorConfig } from '../config.js';
+import { csvLine } from '../csv.js';
+import type { SessionsRepository } from '../sessions-repository.js';
+import { MAX_SHARE_DAYS } from './shares.js';
+import type { SharesService } from './shares.js';
+import { SORT_KEYS } from './views.js';
+import type { Range, Views } from './views.js';
+
+const Forbidden = createError('HUBSIDE_USAGE_ERR_FORBIDDEN', '%s', 403);
+const NotFound = createError('HUBSIDE_USAGE_ERR_NOT_FOUND', '%s', 404);
+const BadRange = createError('HUBSIDE_USAGE_ERR_RANGE', '%s', 400);
+const ShareRefused = createError('HUBSIDE_USAGE_ERR_SHARE', '%s', 403);
+
+const MAX_RANGE_DAYS = 400;
+const name = z.string().min(1).max(255);
+const day = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date, YYYY-MM-DD')
+  .transform((v, ctx) => {
+    const t = Date.parse(`${v}T00:00:00Z`);
+    if (Number.isNaN(t) || new Date(t).toISOString().slice(0, 10) !== v || t < Date.UTC(2000, 0, 1) || t > Date.UTC(2100, 0, 1)) {
+      ctx.addIssue({ code: 'custom', message: 'must be a real date between 2000 and 2100' });
+      return z.NEVER;
+    }
+    return t;
+  });
+/** `to` is exclusive: the first day not shown. Default: the current calendar month. */
+const rangeQuery = z.object({ from: day.optional(), to: day.optional() }).strict();
+const courseQuery = rangeQuery
+  .extend({
+    page: z.coerce.number().int().min(1).max(100_000).default(1),
+    per_page: z.coerce.number().int().min(1).max(500).default(50),
+    sort: z.enum(SORT_KEYS).default('net'),
+    order: z.enum(['asc', 'desc']).default('desc'),
+  })
+  .strict();
+export const SHARE_HEADER = 'x-hubside-share';
+
+function rangeOf(q: { from?: number | undefined; to?: number | undefined }, now: number): Range {
+  const d = new Date(now);
+  const from = q.from ?? Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
+  const to = q.to ?? (q.from !== undefined ? from + 31 * 86_400_000 : Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1));
+  if (to <= from) throw new BadRange('query.to: must be after query.from');
+  if (to - from > MAX_RANGE_DAYS * 86_400_000) throw new BadRange(`query: a range may span at most ${MAX_RANGE_DAYS} days`);
+  return { from, to };
+}
+
+export interface DashboardApiOptions {
+  routePrefix: string;
+  config: UsageCollectorConfig;
+  repo: SessionsRepository;
+  views: Views;
+  shares: SharesService;
+  /** Every group that appears in recorded sessions. */
+  listGroups: () => Promise<string[]>;
+  /** Default 7 days. */
+  shareDays?: number;
+}
+
+/** What the signed-in caller may open; the pages use it to show only the views that work. */
+export async function managedGroups(v: Visibility, listGroups: () => Promise<string[]>, config: UsageCollectorConfig): Promise<string[]> {
+  if (!v.all) return [...v.groups].sort();
+  const known = new Set<string>([...Object.keys(config.budgets.groups), ...config.attribution.groupOrder, ...(await listGroups())]);
+  return [...known].sort();
+}
+
+export async function dashboardApi(fastify: FastifyInstance, opts: DashboardApiOptions): Promise<void> {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+  const { routePrefix: prefix, config, repo, views, shares } = opts;
+
+  const vis = (request: FastifyRequest) => visibilityOf(request.hubUser!, config);
+
+  async function courseAllowed(request: FastifyRequest, group: string): Promise<void> {
+    const v = vis(request);
+    if (!maySeeGroup(v, group)) throw new Forbidden(`params.group: you do not manage group ${JSON.stringify(group)}`);
+    if (v.all && !(await repo.knownGroup(group)) && !config.budgets.groups[group] && !config.attribution.groupOrder.includes(group)) {
+      const hub = fastify.kit.hub;
+      if (!hub || (await hub.getGroup(group).catch(() => null)) === null) throw new NotFound(`params.group: no group ${JSON.stringify(group)}`);
+    }
+  }
+
+  app.get(`${prefix}api/dashboard/me`, { schema: { querystring: rangeQuery } }, async (request) => {
+    const user = request.hubUser!;
+    if (user.kind !== 'user') throw new Forbidden('only hub users have a personal dashboard');
+    const now = Date.now();
+    return views.student(user.name, user.groups, rangeOf(request.query, now), now);
+  });
+
+  app.get(`${prefix}api/dashboard/access`, async (request) => {
+    const v = vis(request);
+    const groups = await managedGroups(v, opts.listGroups, config);
+    return { user: request.hubUser!.name, admin: v.all, groups };
+  });
+
+  app.get(`${prefix}api/dashboard/groups/:group`, { schema: { params: z.object({ group: name }).strict(), querystring: courseQuery } }, async (request) => {
+    await courseAllowed(request, request.params.group);
+    const now = Date.now();
+    const q = request.query;
+    return views.course(request.params.group, rangeOf(q, now), now, { page: q.page, perPage: q.per_page, sort: q.sort, order: q.order });
+  });
+
+  app.get(`${prefix}api/dashboard/groups/:group/students.csv`, { schema: { params: z.object({ group: name }).strict(), querystring: rangeQuery } }, async (request, reply) => {
+    await courseAllowed(request, request.params.group);
+    const now = Date.now();
+    const range = rangeOf(request.query, now);
+    const { lines } = await views.courseLines(request.params.group, range, now);
+    let out = csvLine(['user', 'hours', `gross_${config.currency}`, `net_${config.currency}`, 'idle_hours', 'budget_used', 'budget_limit', 'budget_unit', 'budget_percent']);
+    for (const l of lines) out += csvLine([l.user, l.hours, l.gross, l.net, l.idle_hours, l.budget_used ?? '', l.budget_limit ?? '', l.budget_unit ?? '', l.budget_percent ?? '']);
+    // The file name carries only the dates: group names are free text.
+    const file = `course-${new Date(range.from).toISOString().slice(0, 10)}-${new Date(range.to).toISOString().slice(0, 10)}.csv`;
+    return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="${file}"`).send(out);
+  });
+
+  app.get(`${prefix}api/dashboard/hub`, { schema: { querystring: rangeQuery } }, async (request) => {
+    if (!vis(request).all) throw new Forbidden('only hub admins and the configured admin groups see the whole hub');
+    const now = Date.now();
+    return views.hub(rangeOf(request.query, now), now);
+  });
+
+  app.get(`${prefix}api/dashboard/settings`, async (request) => {
+    if (!vis(request).all) throw new Forbidden('only admins see rate cards and budgets');
+    return { currency: config.currency, rateCards: config.rateCards, budgets: { ...config.budgets, webhook: config.budgets.webhook ? '(set)' : undefined }, attribution: config.attribution };
+  });
+
+  // Settings live in the community file; this checks a candidate section before an admin deploys it.
+  app.post(`${prefix}api/dashboard/settings/validate`, { schema: { body: z.record(z.string(), z.unknown()) } }, async (request) => {
+    if (!vis(request).all) throw new Forbidden('only admins validate settings');
+    const parsed = configSchema.safeParse(request.body);
+    if (parsed.success) return { valid: true, issues: [] };
+    return { valid: false, issues: parsed.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message })) };
+  });
+
+  app.post(
+    `${prefix}api/dashboard/shares`,
+    { schema: { body: z.object({ group: name, days: z.number().int().min(1).max(MAX_SHARE_DAYS).default(opts.shareDays ?? 7) }).strict() } },
+    async (request, reply) => {
+      await courseAllowed(request, request.body.group);
+      const { share, token } = await shares.create(request.body.group, request.hubUser!.name, request.body.days);
+      return reply.code(201).send({ ...share, token, url: `${prefix}dashboard/shared#${token}` });
+    },
+  );
+
+  app.get(`${prefix}api/dashboard/shares`, async (request) => {
+    const v = vis(request);
+    return { shares: await shares.list(v.all ? {} : { createdBy: request.hubUser!.name }) };
+  });
+
+  app.delete(`${prefix}api/dashboard/shares/:id`, { schema: { params: z.object({ id: z.uuid() }).strict() } }, async (request) => {
+    const v = vis(request);
+    const share = await shares.get(request.params.id);
+    if (!share) throw new NotFound('params.id: no such share link');
+    if (!v.all && share.created_by !== request.hubUser!.name) throw new Forbidden('only an admin or the link\'s creator may revoke it');
+    return shares.revoke(share.id, request.hubUser!.name);
+  });
+
+  // The shared, read-only course view. No hub login: the signed link is the credential. It comes in
+  // a header (the page keeps it in the URL fragment), so it never lands in access logs.
+  app.get(`${prefix}api/dashboard/shared`, { config: { auth: false }, schema: { querystring: courseQuery } }, async (request) => {
+    const raw = request.headers[SHARE_HEADER];
+    if (typeof raw !== 'string' || raw.length === 0 || raw.length > 4096) throw new ShareRefused(`send the share link's token in the ${SHARE_HEADER} header`);
+    const checked = await shares.check(raw);
+    if (!checked.ok) {
+      const why = { invalid: 'this share link is not valid', expired: 'this share link has expired', revoked: 'this share link was revoked by an admin' }[checked.reason];
+      throw new ShareRefused(why);
+    }
+    const now = Date.now();
+    const q = request.query;
+    const view = await views.course(checked.share.group, rangeOf(q, now), now, { page: q.page, perPage: q.per_page, sort: q.sort, order: q.order });
+    return { ...view, shared: { expires_at: checked.share.expires_at } };
+  });
+}

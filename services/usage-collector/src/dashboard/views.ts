@@ -1,0 +1,323 @@
+/**
+ * The three dashboards' data: one student, one course (group), the whole hub. Each loads its usage
+ * with a bounded number of queries whatever the number of students, through the same `loadUsage`
+ * and pricing as the statement and usage APIs, so the figures agree with them.
+ */
+import { Decimal } from 'decimal.js';
+import { sql } from 'kysely';
+import type { Kysely } from 'kysely';
+import { evaluateBudgets, quotaFrom } from '../budgets.js';
+import type { Budget, UsageCollectorConfig } from '../config.js';
+import { DAY_MS, buildStatement, chargeUser, hoursOf, monthStart, nextMonth, primaryGroup, priceSession, roundMoney, sortCards, Tally } from '../pricing.js';
+import type { SessionsRepository } from '../sessions-repository.js';
+import { loadUsage } from '../usage-source.js';
+import type { UsageFilter } from '../usage-source.js';
+import type { UsageDB } from '../usage.table.js';
+import { budgetUsed, budgetWindowStart, byProfile, dailyBreakdown, daysOf, percent, ratio, runsOut, userBudget } from './aggregate.js';
+import type { Usage } from './aggregate.js';
+
+export interface Range {
+  from: number;
+  to: number;
+}
+
+const iso = (t: number) => new Date(t).toISOString();
+const TOP = 5;
+const AT_RISK = 0.75;
+const AT_RISK_MAX = 50;
+const SESSIONS_MAX = 500;
+const GROUP_SERIES = 8;
+
+export const SORT_KEYS = ['user', 'hours', 'net', 'gross', 'idle_hours', 'budget_percent'] as const;
+export type SortKey = (typeof SORT_KEYS)[number];
+
+export interface StudentLine {
+  user: string;
+  hours: string;
+  gross: string;
+  net: string;
+  idle_hours: string;
+  budget_used: string | null;
+  budget_limit: string | null;
+  budget_unit: string | null;
+  budget_percent: number | null;
+}
+
+export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, config: UsageCollectorConfig) {
+  const cards = sortCards(config.rateCards);
+
+  /** Usage for a range plus the same month before it (the allowance is spent in time order), cut at every day for the charts. */
+  function load(filter: UsageFilter, range: Range, now: number): Promise<Usage> {
+    return loadUsage(db, filter, { from: monthStart(range.from), to: range.to, now: new Date(now), cards, cuts: [range.from, ...daysOf(range.from, range.to)] });
+  }
+
+  /**
+   * Seconds a server ran after its last activity, per user, from raw sessions (a rollup keeps no
+   * activity times). Computed in SQL: one row per user, however many sessions.
+   */
+  async function idleByUser(filter: { users?: string[]; groups?: string[] }, range: Range, now: number): Promise<Map<string, number>> {
+    const from = new Date(range.from);
+    const to = new Date(Math.min(range.to, now));
+    const where = filter.users
+      ? sql`user_name in (${sql.join(filter.users.map((u) => sql`${u}`))})`
+      : filter.groups
+        ? sql`groups @> ${JSON.stringify(filter.groups)}::jsonb`
+        : sql`true`;
+    if (filter.users?.length === 0) return new Map();
+    const r = await sql<{ user_name: string; idle: string }>`
+      select user_name, sum(greatest(0, extract(epoch from
+               least(coalesce(stopped, least(last_seen, ${to})), ${to}) - greatest(coalesce(last_activity, started), started, ${from}))))::text as idle
+      from sessions
+      where started < ${to} and (stopped is null or stopped > ${from}) and ${where}
+      group by user_name`.execute(db);
+    return new Map(r.rows.map((x) => [x.user_name, Number(x.idle)]));
+  }
+
+  /** Budget use of many users, each in their own budget's window, with one load per distinct window. */
+  async function budgetsOf(users: readonly string[], now: number): Promise<Map<string, { b: Budget; used: Decimal }>> {
+    const windows = new Map<number, string[]>();
+    for (const u of users) {
+      const b = userBudget(config, u);
+      if (!b) continue;
+      const start = budgetWindowStart(b, now);
+      const list = windows.get(start);
+      if (list) list.push(u);
+      else windows.set(start, [u]);
+    }
+    const out = new Map<string, { b: Budget; used: Decimal }>();
+    for (const [start, list] of windows) {
+      // A student's budget counts their usage in every course, so this load is by user, not by group.
+      const usage = await loadUsage(db, { users: list }, { from: monthStart(start), to: now, now: new Date(now), cards, cuts: [start] });
+      for (const u of list) {
+        const b = userBudget(config, u)!;
+        out.set(u, { b, used: budgetUsed(b, u, usage, now, cards) });
+      }
+    }
+    return out;
+  }
+
+  function statementOf(usage: Usage, range: Range, onlyGroups?: ReadonlySet<string>) {
+    return buildStatement({
+      sessionsByUser: usage.sessionsByUser,
+      rolledByUser: usage.rolledByUser,
+      from: range.from,
+      to: range.to,
+      cards,
+      currency: config.currency,
+      rule: config.attribution.rule,
+      order: config.attribution.groupOrder,
+      ...(onlyGroups ? { onlyGroups } : {}),
+    });
+  }
+
+  async function student(user: string, groups: readonly string[], range: Range, now: number) {
+    const usage = await load({ users: [user] }, range, now);
+    const charge = chargeUser(user, usage.sessionsByUser.get(user) ?? [], range.from, range.to, cards, usage.rolledByUser.get(user) ?? []);
+    const rows = await repo.overlapping({ from: new Date(range.from), to: new Date(range.to), users: [user] });
+    const nowDate = new Date(now);
+    const sessions = [];
+    let idle = 0;
+    for (let i = rows.length - 1; i >= 0 && sessions.length < SESSIONS_MAX; i -= 1) {
+      const r = rows[i]!;
+      const end = Math.min(r.stopped?.getTime() ?? Math.min(r.last_seen.getTime(), now), range.to);
+      const start = Math.max(r.started.getTime(), range.from);
+      if (end <= start) continue;
+      const idleS = Math.max(0, (end - Math.max(r.last_activity?.getTime() ?? r.started.getTime(), start)) / 1000);
+      idle += idleS;
+      const priced = priceSession({ user, groups: r.groups, profile: r.profile, resources: r.resources, start: r.started, end: new Date(end) }, range.from, range.to, cards);
+      sessions.push({
+        server: r.server_name,
+        profile: r.profile,
+        started: r.started.toISOString(),
+        stopped: r.stopped?.toISOString() ?? null,
+        running: r.stopped === null,
+        hours: hoursOf(priced.seconds),
+        idle_hours: hoursOf(idleS),
+        cost: roundMoney(priced.cost).toFixed(2),
+      });
+    }
+    const evaluated = await evaluateBudgets(db, config, user, groups, nowDate);
+    const own = evaluated.find((e) => e.subjectKind === 'user');
+    const quota = quotaFrom(evaluated, config.currency);
+    return {
+      user,
+      from: iso(range.from),
+      to: iso(range.to),
+      currency: config.currency,
+      totals: {
+        hours: hoursOf(charge.seconds),
+        gross: roundMoney(charge.gross).toFixed(2),
+        net: roundMoney(charge.netExact).toFixed(2),
+        idle_hours: hoursOf(idle),
+      },
+      by_day: dailyBreakdown(usage, range.from, range.to, cards).byDay,
+      by_profile: byProfile(usage, range.from, range.to, cards),
+      budget: own
+        ? {
+            limit: new Decimal(own.budget.limit).toFixed(2),
+            used: own.used.toFixed(2),
+            remaining: Decimal.max(0, new Decimal(own.budget.limit).minus(own.used)).toFixed(2),
+            unit: own.budget.unit,
+            window: own.budget.window === 'month' ? 'month' : `rolling-${own.budget.days}d`,
+            percent: percent(own.ratio),
+            runs_out: runsOut(own.budget, own.used, now),
+          }
+        : null,
+      allow_server_launch: quota.allow_server_launch,
+      quota_message: quota.message,
+      sessions,
+    };
+  }
+
+  /** Every student's line in a course, unpaginated (the CSV export and the paged table share it). */
+  async function courseLines(group: string, range: Range, now: number) {
+    const usage = await load({ groups: [group] }, range, now);
+    const statement = statementOf(usage, range, new Set([group]));
+    const students = statement.users.map((l) => l.user);
+    const [budgets, idle] = await Promise.all([budgetsOf(students, now), idleByUser({ groups: [group] }, range, now)]);
+    const lines: StudentLine[] = statement.users.map((l) => {
+      const bu = budgets.get(l.user);
+      return {
+        user: l.user,
+        hours: l.hours,
+        gross: l.gross,
+        net: l.net,
+        idle_hours: hoursOf(idle.get(l.user) ?? 0),
+        budget_used: bu ? bu.used.toFixed(2) : null,
+        budget_limit: bu ? new Decimal(bu.b.limit).toFixed(2) : null,
+        budget_unit: bu ? bu.b.unit : null,
+        budget_percent: bu ? percent(ratio(bu.used, bu.b.limit)) : null,
+      };
+    });
+    return { statement, lines, usage };
+  }
+
+  function compare(key: SortKey) {
+    if (key === 'user') return (a: StudentLine, b: StudentLine) => (a.user < b.user ? -1 : a.user > b.user ? 1 : 0);
+    return (a: StudentLine, b: StudentLine) => {
+      const x = a[key] === null ? -1 : Number(a[key]);
+      const y = b[key] === null ? -1 : Number(b[key]);
+      return x - y || (a.user < b.user ? -1 : a.user > b.user ? 1 : 0);
+    };
+  }
+
+  async function course(group: string, range: Range, now: number, page: { page: number; perPage: number; sort: SortKey; order: 'asc' | 'desc' }) {
+    const { statement, lines, usage } = await courseLines(group, range, now);
+    let idle = new Decimal(0);
+    for (const l of lines) idle = idle.plus(l.idle_hours);
+    const cmp = compare(page.sort);
+    const sorted = [...lines].sort(page.order === 'asc' ? cmp : (a, b) => cmp(b, a));
+    const start = (page.page - 1) * page.perPage;
+    const groupBudget = config.budgets.groups[group];
+    const byNet = compare('net');
+    return {
+      group,
+      from: iso(range.from),
+      to: iso(range.to),
+      currency: config.currency,
+      attribution: statement.attribution,
+      totals: {
+        students: lines.length,
+        hours: statement.total.hours,
+        gross: statement.total.gross,
+        net: statement.total.net,
+        /** The group's share under the attribution rule; less than `net` when students are in several groups. */
+        attributed: statement.groups.find((g) => g.group === group)?.net ?? '0.00',
+        idle_hours: idle.toFixed(4),
+      },
+      group_budget: groupBudget ? { limit: new Decimal(groupBudget.limit).toFixed(2), unit: groupBudget.unit, window: groupBudget.window === 'month' ? 'month' : `rolling-${groupBudget.days}d` } : null,
+      by_day: dailyBreakdown(usage, range.from, range.to, cards).byDay,
+      top: [...lines].sort((a, b) => byNet(b, a)).slice(0, TOP).map((l) => ({ user: l.user, hours: l.hours, net: l.net })),
+      at_risk: lines
+        .filter((l) => l.budget_percent !== null && l.budget_percent >= AT_RISK * 100)
+        .sort((a, b) => b.budget_percent! - a.budget_percent! || (a.user < b.user ? -1 : 1))
+        .slice(0, AT_RISK_MAX)
+        .map((l) => ({ user: l.user, used: l.budget_used!, limit: l.budget_limit!, unit: l.budget_unit!, percent: l.budget_percent! })),
+      students: { total: lines.length, page: page.page, per_page: page.perPage, pages: Math.max(1, Math.ceil(lines.length / page.perPage)), sort: page.sort, order: page.order, rows: sorted.slice(start, start + page.perPage) },
+    };
+  }
+
+  async function hub(range: Range, now: number) {
+    const mStart = monthStart(now);
+    const mEnd = nextMonth(now);
+    // One load serves the statement, the charts, this month's forecast and every user budget window.
+    const windows = new Set<number>([mStart]);
+    for (const b of [config.budgets.default, ...Object.values(config.budgets.users), ...Object.values(config.budgets.groups)]) if (b) windows.add(budgetWindowStart(b, now));
+    const spanFrom = Math.min(monthStart(range.from), ...[...windows].map(monthStart));
+    const spanTo = Math.max(range.to, now);
+    const usage = await loadUsage(db, {}, { from: spanFrom, to: spanTo, now: new Date(now), cards, cuts: [range.from, range.to, ...windows, ...daysOf(range.from, range.to)] });
+    const inRange: Usage = { sessionsByUser: usage.sessionsByUser, rolledByUser: usage.rolledByUser };
+    const statement = statementOf(inRange, range);
+    const rule = config.attribution.rule;
+    const topGroups = new Set([...statement.groups].sort((a, b) => Number(b.net) - Number(a.net)).slice(0, GROUP_SERIES).map((g) => g.group));
+    const one = new Decimal(1);
+    // A day's cost goes to groups with the attribution rule's weights; small groups fold into "(other)".
+    const daily = dailyBreakdown(usage, range.from, range.to, cards, (groups) => {
+      if (groups.length === 0) return [{ name: '(no group)', weight: one }];
+      const targets = rule === 'primary' ? [primaryGroup(groups, config.attribution.groupOrder)!] : groups;
+      const w = rule === 'split' ? one.div(targets.length) : one;
+      return targets.map((g) => ({ name: topGroups.has(g) ? g : '(other)', weight: w }));
+    });
+
+    // Forecast: this month's gross so far, at the same daily pace to the month's end.
+    const t = new Tally();
+    for (const list of usage.sessionsByUser.values()) for (const s of list) t.addSession(s, mStart, now, cards);
+    for (const list of usage.rolledByUser.values()) for (const r of list) if (r.day >= mStart && r.day < now) t.addRolled(r, cards);
+    const soFar = t.cost();
+    const elapsed = now - mStart;
+    const projected = elapsed > 0 ? soFar.times(mEnd - mStart).div(elapsed) : soFar;
+
+    // Budgets at risk: each user's budget in its own window, and each group budget.
+    const atRisk: { kind: 'user' | 'group'; subject: string; used: string; limit: string; unit: string; percent: number }[] = [];
+    for (const u of new Set([...usage.sessionsByUser.keys(), ...usage.rolledByUser.keys()])) {
+      const b = userBudget(config, u);
+      if (b) {
+        const used = budgetUsed(b, u, usage, now, cards);
+        const r = ratio(used, b.limit);
+        if (r >= AT_RISK) atRisk.push({ kind: 'user', subject: u, used: used.toFixed(2), limit: new Decimal(b.limit).toFixed(2), unit: b.unit, percent: percent(r) });
+      }
+    }
+    for (const [g, b] of Object.entries(config.budgets.groups)) {
+      // Like the quota API: the group's members' usage in sessions recorded under that group.
+      const only: Usage = { sessionsByUser: new Map(), rolledByUser: new Map() };
+      for (const [u, list] of usage.sessionsByUser) {
+        const mine = list.filter((s) => s.groups.includes(g));
+        if (mine.length) only.sessionsByUser.set(u, mine);
+      }
+      for (const [u, list] of usage.rolledByUser) {
+        const mine = list.filter((r) => r.groups.includes(g));
+        if (mine.length) only.rolledByUser.set(u, mine);
+      }
+      let used = new Decimal(0);
+      for (const u of new Set([...only.sessionsByUser.keys(), ...only.rolledByUser.keys()])) used = used.plus(budgetUsed(b, u, only, now, cards));
+      const r = ratio(used, b.limit);
+      if (r >= AT_RISK) atRisk.push({ kind: 'group', subject: g, used: used.toFixed(2), limit: new Decimal(b.limit).toFixed(2), unit: b.unit, percent: percent(r) });
+    }
+    atRisk.sort((a, b) => b.percent - a.percent || (a.subject < b.subject ? -1 : 1));
+    const running = await db.selectFrom('sessions').select((eb) => eb.fn.count<string>('user_name').distinct().as('n')).where('stopped', 'is', null).executeTakeFirst();
+
+    return {
+      from: iso(range.from),
+      to: iso(range.to),
+      currency: config.currency,
+      attribution: statement.attribution,
+      totals: { users: statement.users.length, hours: statement.total.hours, gross: statement.total.gross, net: statement.total.net },
+      active_users: { running_now: Number(running?.n ?? 0), by_day: daily.byDay.map((d, i) => ({ day: d.day, users: daily.active[i] ?? 0 })) },
+      by_day: daily.byDay,
+      cost_by_group: daily.byGroup,
+      cost_by_profile: { ...daily.byProfile, totals: byProfile(inRange, range.from, range.to, cards) },
+      groups: statement.groups,
+      forecast: {
+        month: iso(mStart).slice(0, 7),
+        so_far: roundMoney(soFar).toFixed(2),
+        projected: roundMoney(projected).toFixed(2),
+        days_elapsed: Math.round((elapsed / DAY_MS) * 10) / 10,
+        days_in_month: Math.round((mEnd - mStart) / DAY_MS),
+      },
+      budgets_at_risk: { total: atRisk.length, rows: atRisk.slice(0, AT_RISK_MAX) },
+    };
+  }
+
+  return { student, course, courseLines, hub };
+}
+export type Views = ReturnType<typeof createViews>;
