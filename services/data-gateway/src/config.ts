@@ -107,7 +107,12 @@ export const configSchema = z
     audit: z
       .object({
         /** Seconds between batch writes; 0 writes every delivery before answering it. */
-        flushSeconds: z.number().min(0).max(60).default(1),
+        flushSeconds: z
+          .number()
+          .min(0)
+          .max(60)
+          .refine((v) => v === 0 || v >= 0.05, 'must be 0 (write every delivery) or at least 0.05')
+          .default(1),
         /** Pending (credential, client) batches that force a write before a new one is started. */
         maxPendingBatches: z.number().int().min(1).max(100_000).default(1000),
       })

@@ -27,7 +27,13 @@ const issues = async (yaml: string) => {
 
 describe('data-gateway config', () => {
   it('defaults to no datasets when the section is absent', () => {
-    expect(loadSection(undefined, 'data-gateway', configSchema)).toMatchObject({ datasets: {}, backendTimeoutSeconds: 10, cacheRefreshFraction: 0.8 });
+    expect(loadSection(undefined, 'data-gateway', configSchema)).toMatchObject({ datasets: {}, backendTimeoutSeconds: 10, cacheRefreshFraction: 0.8, audit: { flushSeconds: 1, maxPendingBatches: 1000 } });
+  });
+
+  it('audit batching settings are checked', async () => {
+    expect(await issues('data-gateway:\n  audit: { flushSeconds: 0.001 }\n')).toContain('data-gateway.audit.flushSeconds: must be 0 (write every delivery) or at least 0.05');
+    expect(await issues('data-gateway:\n  audit: { maxPendingBatches: 0 }\n')).toContain('data-gateway.audit.maxPendingBatches');
+    expect(await issues('data-gateway:\n  audit: { flushEvery: 2 }\n')).toContain('data-gateway.audit');
   });
 
   it('accepts the example community file', () => {
