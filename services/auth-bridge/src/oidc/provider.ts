@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Kysely } from 'kysely';
 import type Provider from 'oidc-provider';
+import type { KoaContextLike } from 'oidc-provider';
 import type { AuthBridgeConfig } from '../config.js';
 import type { DB } from '../db.table.js';
 import { hubOfAccount, loadClaims } from '../accounts.js';
@@ -68,6 +69,9 @@ export async function createProvider(opts: ProviderOptions): Promise<Provider> {
     clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
     jwks: keys.jwks,
     cookies: {
+      // Our own names: the bridge shares its host with the hub and whatever else runs there,
+      // so oidc-provider's generic `_session` must not collide with another app's cookie.
+      names: { session: 'hubside_auth_session', interaction: 'hubside_auth_interaction', resume: 'hubside_auth_resume' },
       keys: keys.cookieKeys,
       long: { signed: true, httpOnly: true, sameSite: 'lax' },
       short: { signed: true, httpOnly: true, sameSite: 'lax' },
@@ -173,6 +177,22 @@ function logoutPage(form: string): string {
   );
 }
 
+const SCOPE_SYNTAX = /^[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*$/;
+
+/**
+ * Hubs only ever need the OpenID claims, and GenericOAuthenticator sends no scope at all unless
+ * configured with one (or `profile` without `openid`). Without `openid` oidc-provider would
+ * answer access_denied after the person logged in at their institution, or issue a token that
+ * userinfo refuses; so `openid` is always requested. Malformed or repeated scopes are left for
+ * oidc-provider to refuse.
+ */
+function withOpenidScope(ctx: KoaContextLike): void {
+  const scope: unknown = ctx.query.scope;
+  if (scope !== undefined && typeof scope !== 'string') return;
+  if (!scope) ctx.query = { ...ctx.query, scope: 'openid' };
+  else if (SCOPE_SYNTAX.test(scope) && !scope.split(' ').includes('openid')) ctx.query = { ...ctx.query, scope: `openid ${scope}` };
+}
+
 /**
  * Hand a request to oidc-provider's Koa app. The app sees the path below its mount point, and
  * the issuer's host and scheme, so every URL it builds (discovery, redirects, cookie paths)
@@ -184,7 +204,14 @@ export function mountedCallback(provider: Provider, issuer: string): (req: Incom
   provider.proxy = true;
   provider.use(async (ctx, next) => {
     ctx.mountPath = mountPath;
+    if (ctx.method === 'GET' && ctx.path === '/auth') withOpenidScope(ctx);
     await next();
+    // Nothing in oidc-provider answered (an unknown path, or POST to authorize, which it keeps
+    // off): say so in the service's own error format rather than Koa's plain "Not Found".
+    if (ctx.status === 404 && ctx.body === undefined) {
+      ctx.status = 404;
+      ctx.body = { statusCode: 404, error: 'Not Found', code: 'HUBSIDE_AUTH_ERR_NOT_FOUND', message: `${ctx.method} ${mountPath}${ctx.path} is not an endpoint of this OpenID Provider` };
+    }
   });
   const handler = provider.callback();
   return (req, res) => {
