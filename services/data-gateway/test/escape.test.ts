@@ -2,7 +2,7 @@
 import fc from 'fast-check';
 import type { HubIdentity } from '@hubside/hub-client';
 import { describe, expect, it } from 'vitest';
-import { accessBoundary } from '../src/backends/gcs.js';
+import { MAX_BOUNDARY_RULES, accessBoundary, createGcsBackend } from '../src/backends/gcs.js';
 import { PolicyTooLargeError, createS3Backend, roleSessionName } from '../src/backends/s3.js';
 import { SESSION_POLICY_LIMIT, sessionPolicy } from '../src/backends/s3-policy.js';
 import { datasetSchema } from '../src/config.js';
@@ -146,6 +146,17 @@ describe('policies built from hostile names', () => {
     const issue = createS3Backend({}).issue({ datasetName: 'g', dataset: d, grant, username: 'u', durationSeconds: 900, signal: new AbortController().signal });
     await expect(issue).rejects.toThrow(PolicyTooLargeError);
     await expect(issue).rejects.toThrow(/would be \d+ characters \(limit 2048\); too many groups match/);
+  });
+
+  it('a GCS access boundary over 10 rules is refused before any credentials are looked up', async () => {
+    const groups = Array.from({ length: MAX_BOUNDARY_RULES + 1 }, (_, i) => `g${i}`);
+    const d = datasetSchema.parse({ provider: 'gcs', bucket: 'data', prefix: 'groups/{group}/', groups });
+    const grant = resolveGrant('g', d, user('u', groups), 'read');
+    if ('refused' in grant) throw new Error(grant.refused);
+    // No key file and no Application Default Credentials here: looking them up would fail differently.
+    const issue = createGcsBackend({}).issue({ datasetName: 'g', dataset: d, grant, username: 'u', durationSeconds: 900, signal: new AbortController().signal });
+    await expect(issue).rejects.toThrow(PolicyTooLargeError);
+    await expect(issue).rejects.toThrow(/would need 11 rules \(limit 10\)/);
   });
 
   it('role session names stay within STS rules for any name', () => {

@@ -1,5 +1,7 @@
 import { DownscopedClient, GoogleAuth } from 'google-auth-library';
+import type { AuthClient } from 'google-auth-library';
 import type { Grant } from '../grants.js';
+import { PolicyTooLargeError } from './errors.js';
 import type { Backend, IssueRequest, Issued } from './types.js';
 
 /** The Credential Access Boundary shape google-auth-library's DownscopedClient takes. */
@@ -12,6 +14,12 @@ export interface CredentialAccessBoundary {
     }[];
   };
 }
+
+/** DownscopedClient refuses a boundary with more rules (one rule per granted prefix). */
+export const MAX_BOUNDARY_RULES = 10;
+
+/** Without an expiry from STS or the source token, assume little is left, so the cache refreshes soon. */
+const UNKNOWN_EXPIRY_MS = 300_000;
 
 /** CEL string literal: the prefixes are escaped names over [A-Za-z0-9_~/.-], but quote anyway. */
 const celString = (s: string) => `'${s.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
@@ -43,18 +51,39 @@ export function accessBoundary(bucket: string, grant: Grant): CredentialAccessBo
   };
 }
 
-/** GCS downscoped tokens; not exercised against real GCS here (no GCS on this machine). */
+/**
+ * GCS downscoped tokens; not exercised against real GCS here (no GCS on this machine).
+ * A downscoped token lives as long as the gateway's own (source) token, at most an hour; GCS
+ * cannot make it shorter, so `maxLifetimeSeconds` does not shorten it either. The source client
+ * is kept per key file, so google-auth-library reuses its token and an issuance costs one STS
+ * exchange.
+ */
 export function createGcsBackend(env: NodeJS.ProcessEnv): Backend {
+  const sources = new Map<string, Promise<AuthClient>>();
+  const sourceFor = (keyFile: string | undefined): Promise<AuthClient> => {
+    let source = sources.get(keyFile ?? '');
+    if (!source) {
+      source = new GoogleAuth({ scopes: ['https://www.googleapis.com/auth/cloud-platform'], ...(keyFile ? { keyFile } : {}) }).getClient();
+      // A failure (no credentials yet) is not kept: the next issuance tries again.
+      source.catch(() => sources.delete(keyFile ?? ''));
+      sources.set(keyFile ?? '', source);
+    }
+    return source;
+  };
   return {
     name: 'gcs-downscoped',
     async issue(req: IssueRequest): Promise<Issued> {
+      if (req.grant.prefixes.length > MAX_BOUNDARY_RULES) {
+        throw new PolicyTooLargeError(
+          `the access boundary for ${req.datasetName} would need ${req.grant.prefixes.length} rules (limit ${MAX_BOUNDARY_RULES}); too many groups match`,
+        );
+      }
       const keyFile = req.dataset.gcs?.keyFileEnv ? env[req.dataset.gcs.keyFileEnv] : undefined;
-      const auth = new GoogleAuth({ scopes: ['https://www.googleapis.com/auth/cloud-platform'], ...(keyFile ? { keyFile } : {}) });
-      const source = await auth.getClient();
-      const client = new DownscopedClient({ authClient: source, credentialAccessBoundary: accessBoundary(req.dataset.bucket, req.grant) });
+      const client = new DownscopedClient({ authClient: await sourceFor(keyFile), credentialAccessBoundary: accessBoundary(req.dataset.bucket, req.grant) });
       const token = await client.getAccessToken();
       if (!token.token) throw new Error('no downscoped token');
-      const expiry = token.res?.data?.expires_in ? Date.now() + Number(token.res.data.expires_in) * 1000 : Date.now() + 3600_000;
+      // expirationTime is STS's expires_in, else the source token's expiry (the library's rule).
+      const expiry = token.expirationTime ?? Date.now() + UNKNOWN_EXPIRY_MS;
       return { provider: 'gcs', credentials: { accessToken: token.token }, expiration: new Date(expiry) };
     },
   };

@@ -4,12 +4,11 @@ import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { DatasetConfig } from '../config.js';
 import { escapeName } from '../escape.js';
+import { PolicyTooLargeError } from './errors.js';
 import { SESSION_POLICY_LIMIT, sessionPolicy } from './s3-policy.js';
 import type { Backend, IssueRequest, Issued } from './types.js';
 
-export class PolicyTooLargeError extends Error {
-  override readonly name = 'PolicyTooLargeError';
-}
+export { PolicyTooLargeError };
 
 /** RoleSessionName allows [\w+=,.@-]{2,64}: a readable, escaped head plus a hash keeps it unique. */
 export function roleSessionName(username: string): string {
