@@ -1,0 +1,201 @@
+/**
+ * All four services built with their own `buildApp` against one real JupyterHub and one test
+ * database, for tests that walk every registered route through `inject`.
+ */
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { resolveSettings } from '@hubside/service-kit';
+import type { RegisteredRoute, ServiceName } from '@hubside/service-kit';
+import { createTestDatabase, startHub } from '@hubside/testing';
+import type { RunningHub, TestDatabase } from '@hubside/testing';
+import type { FastifyInstance } from 'fastify';
+import { buildApp as buildAuthBridge, configSchema as authBridgeConfig } from '../../services/auth-bridge/src/app.js';
+import { buildApp as buildGateway, configSchema as gatewayConfig } from '../../services/data-gateway/src/app.js';
+import { buildApp as buildProfiles, configSchema as profileConfig } from '../../services/profile-api/src/app.js';
+import { communityProfiles } from '../../services/profile-api/test/fixtures.js';
+import { buildApp as buildUsage, configSchema as usageConfig } from '../../services/usage-collector/src/app.js';
+
+export const SERVICES = ['auth-bridge', 'profile-api', 'usage-collector', 'data-gateway'] as const satisfies readonly ServiceName[];
+export type Service = (typeof SERVICES)[number];
+
+/** Long enough for HUBSIDE_COOKIE_SECRET; only ever used by these tests. */
+export const COOKIE_SECRET = 'security-test-cookie-secret-0123456789abcdef';
+export const UPSTREAM_SECRET = 'upstream-client-secret-6f1e2d3c4b5a';
+export const HUB_CLIENT_SECRET = 'hub-client-secret-9a8b7c6d5e4f3a2b';
+export const GATEWAY_KEY = 'AKIDSECURITYTEST0001';
+export const GATEWAY_SECRET = 'gateway-secret-key-7d6c5b4a39281706';
+
+export const USERS = { alice: 'alice', bob: 'bob', root: 'root', nobody: 'nobody' } as const;
+
+/** A loopback HTTP server that records every request it gets (a canary, or a fake backend). */
+export interface Recorder {
+  url: string;
+  requests: Array<{ method: string; url: string }>;
+  close(): Promise<void>;
+}
+
+export async function startRecorder(answer: (req: IncomingMessage) => { status: number; body: string; type?: string } | 'hang' = () => ({ status: 500, body: 'no' })): Promise<Recorder> {
+  const requests: Recorder['requests'] = [];
+  const server: Server = createServer((req, res) => {
+    requests.push({ method: req.method ?? '', url: req.url ?? '' });
+    req.resume();
+    const a = answer(req);
+    if (a === 'hang') return;
+    res.writeHead(a.status, { 'content-type': a.type ?? 'text/plain' }).end(a.body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+export interface Stack {
+  hub: RunningHub;
+  database: TestDatabase;
+  apps: Record<Service, FastifyInstance>;
+  tokens: Record<keyof typeof USERS, string> & { aliceNoAccess: string; aliceAccessOnly: Record<Service, string> };
+  /** A fake STS the gateway's datasets point at; every call answers 500. */
+  sts: Recorder;
+  prefix(service: Service): string;
+  routes(service: Service): RegisteredRoute[];
+  /** Every secret the stack used: tokens, cookie keys, client secrets. */
+  secrets(): string[];
+  close(): Promise<void>;
+}
+
+export interface StackOptions {
+  /** Extra HUBSIDE_* settings for every service. */
+  env?: Record<string, string>;
+  logger?: FastifyInstance['log'];
+  /** Hub API URL the services use (default the hub's own); faults put a proxy in between. */
+  hubApiUrl?: (hub: RunningHub) => Promise<string> | string;
+  stsUrl?: string;
+  gatewayTimeoutSeconds?: number;
+}
+
+export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  const database = await createTestDatabase({ schemas: SERVICES.map((s) => s.replaceAll('-', '_')) });
+  const hub = await startHub({
+    users: ['alice', 'bob', 'nobody'],
+    admins: ['root'],
+    groups: { physics: ['alice'], chemistry: ['bob'] },
+    roles: [{ name: 'hubside-users', scopes: ['access:services'], users: ['alice', 'bob', 'root'] }],
+  });
+  const sts = await startRecorder();
+  const apiUrl = opts.hubApiUrl ? await opts.hubApiUrl(hub) : hub.hubApiUrl;
+  const env = (name: Service): NodeJS.ProcessEnv => ({
+    JUPYTERHUB_API_URL: apiUrl,
+    JUPYTERHUB_API_TOKEN: hub.adminToken,
+    JUPYTERHUB_CLIENT_ID: `service-${name}`,
+    HUBSIDE_COOKIE_SECRET: COOKIE_SECRET,
+    HUBSIDE_DATA_DIR: database.dataDir,
+    ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
+    // Each test file drives thousands of requests as one user; limits have their own tests.
+    HUBSIDE_RATE_LIMIT_USER: '0',
+    HUBSIDE_RATE_LIMIT_ANONYMOUS: '0',
+    ...opts.env,
+  });
+  const common = (name: Service) => ({ settings: resolveSettings(name, env(name)), logger: opts.logger ?? false, defaultMetrics: false });
+  const dataset = (prefix: string, extra: Record<string, unknown> = {}) => ({
+    provider: 's3-compatible',
+    bucket: 'hubside-data',
+    endpoint: opts.stsUrl ?? sts.url,
+    region: 'us-east-1',
+    prefix,
+    access: 'read-write',
+    maxLifetimeSeconds: 900,
+    s3: { roleArn: 'arn:aws:iam::000000000000:role/hubside', accessKeyIdEnv: 'GW_KEY', secretAccessKeyEnv: 'GW_SECRET' },
+    ...extra,
+  });
+
+  const apps = {} as Record<Service, FastifyInstance>;
+  try {
+    apps['profile-api'] = await buildProfiles({ ...common('profile-api'), config: profileConfig.parse({ profiles: communityProfiles, adminGroups: ['profile-editors'] }) });
+    apps['usage-collector'] = await buildUsage({
+      ...common('usage-collector'),
+      config: usageConfig.parse({ access: { adminGroups: [], managers: { alice: ['physics'] } } }),
+      autoPoll: false,
+    });
+    apps['data-gateway'] = await buildGateway(
+      {
+        ...common('data-gateway'),
+        config: gatewayConfig.parse({
+          backendTimeoutSeconds: opts.gatewayTimeoutSeconds ?? 3,
+          datasets: { home: dataset('home/{username}/'), physics: dataset('groups/{group}/', { groups: ['physics'] }) },
+        }),
+      },
+      { env: { GW_KEY: GATEWAY_KEY, GW_SECRET: GATEWAY_SECRET } },
+    );
+    apps['auth-bridge'] = await buildAuthBridge({
+      ...common('auth-bridge'),
+      config: authBridgeConfig.parse({
+        publicUrl: 'http://127.0.0.1:9',
+        upstreams: { uni: { displayName: 'University', issuer: 'http://127.0.0.1:9/uni', clientId: 'bridge', clientSecret: UPSTREAM_SECRET } },
+        hubs: { hub: { clientId: 'hub', clientSecret: HUB_CLIENT_SECRET, redirectUris: ['http://127.0.0.1:9/hub/oauth_callback'] } },
+      }),
+    });
+    await Promise.all(SERVICES.map((s) => apps[s].ready()));
+  } catch (err) {
+    await Promise.all(Object.values(apps).map((a) => a.close()));
+    await hub.stop();
+    await sts.close();
+    await database.drop();
+    throw err;
+  }
+
+  const aliceAccessOnly = {} as Record<Service, string>;
+  for (const s of SERVICES) aliceAccessOnly[s] = await hub.createToken('alice', { scopes: [`access:services!service=${s}`], note: 'access-only' });
+  const tokens = {
+    alice: await hub.createToken('alice', { note: 'security' }),
+    bob: await hub.createToken('bob', { note: 'security' }),
+    root: await hub.createToken('root', { note: 'security' }),
+    nobody: await hub.createToken('nobody', { note: 'security' }),
+    aliceNoAccess: await hub.createToken('alice', { scopes: ['read:users!user=alice'], note: 'no-access' }),
+    aliceAccessOnly,
+  };
+
+  return {
+    hub,
+    database,
+    apps,
+    tokens,
+    sts,
+    prefix: (s) => `/services/${s}/`,
+    routes: (s) => apps[s].kit.routes.filter((r) => r.method !== 'HEAD'),
+    secrets: () => [
+      tokens.alice,
+      tokens.bob,
+      tokens.root,
+      tokens.nobody,
+      tokens.aliceNoAccess,
+      ...Object.values(aliceAccessOnly),
+      hub.adminToken,
+      COOKIE_SECRET,
+      UPSTREAM_SECRET,
+      HUB_CLIENT_SECRET,
+      GATEWAY_SECRET,
+    ],
+    close: async () => {
+      await Promise.all(SERVICES.map((s) => apps[s]?.close()));
+      await hub.stop();
+      await sts.close();
+      await database.drop();
+    },
+  };
+}
+
+/** Fill a route's `:params` and wildcard; `name`-like params get `user`. */
+export function fillPath(url: string, user: string): string {
+  return url
+    .replace(/:(name|user|username)\b/g, encodeURIComponent(user))
+    .replace(/:([A-Za-z_]+)/g, (_m, p: string) => (p === 'dataset' ? 'home' : p === 'hub' ? 'hub' : p === 'idp' ? 'uni' : '1'))
+    .replace(/\*$/, '.well-known/openid-configuration');
+}
