@@ -1,92 +1,31 @@
 /**
  * End to end with a REAL JupyterHub: the hub logs users in through the bridge (behind the hub's
- * own proxy) with an authenticator that behaves like GenericOAuthenticator, and two
- * oidc-provider universities with different username rules sit upstream.
+ * own proxy) with an authenticator that behaves like GenericOAuthenticator (client secret in
+ * the body, its default), and two oidc-provider universities with different username rules sit
+ * upstream. hub-login-basic.test.ts does the same with HTTP Basic client authentication.
  */
-import { randomBytes } from 'node:crypto';
-import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createTestDatabase, freePort, startHub, waitFor } from '@hubside/testing';
-import type { RunningHub, TestDatabase } from '@hubside/testing';
+import { waitFor } from '@hubside/testing';
+import type { RunningHub } from '@hubside/testing';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PREFIX, bridgeConfig, secretsEnv, startBridge, startUniversities } from './fixtures/setup.js';
+import { loginVia, startBridgedHub } from './fixtures/hub.js';
+import type { BridgedHub } from './fixtures/hub.js';
+import { PREFIX } from './fixtures/setup.js';
 import type { Universities } from './fixtures/setup.js';
 
-const FIXTURES = dirname(fileURLToPath(new URL('./fixtures/bridge_authenticator.py', import.meta.url)));
-const CLIENT_ID = 'community-hub';
-const CLIENT_SECRET = randomBytes(24).toString('hex');
-const SERVICE_TOKEN = randomBytes(32).toString('hex');
-
+let env: BridgedHub;
 let hub: RunningHub;
-let database: TestDatabase;
 let unis: Universities;
 let bridge: FastifyInstance;
 let adminToken: string;
 
 beforeAll(async () => {
-  database = await createTestDatabase({ schemas: ['auth_bridge'] });
-  const bridgePort = await freePort();
-  // The hub keeps auth state (refresh tokens) encrypted; it reads the key from its environment.
-  process.env.JUPYTERHUB_CRYPT_KEY = randomBytes(32).toString('hex');
-  hub = await startHub({
-    admins: ['root-admin'],
-    users: ['root-admin'],
-    services: [{ name: 'auth-bridge', url: `http://127.0.0.1:${bridgePort}`, apiToken: SERVICE_TOKEN }],
-    extraConfig: `
-import sys
-sys.path.insert(0, ${JSON.stringify(FIXTURES)})
-c.JupyterHub.authenticator_class = 'bridge_authenticator.BridgeAuthenticator'
-_pub = _h['bindUrl'].rstrip('/')
-_iss = _pub + '/services/auth-bridge/oidc'
-c.BridgeAuthenticator.client_id = ${JSON.stringify(CLIENT_ID)}
-c.BridgeAuthenticator.client_secret = ${JSON.stringify(CLIENT_SECRET)}
-c.BridgeAuthenticator.authorize_url = _iss + '/auth'
-c.BridgeAuthenticator.token_url = _iss + '/token'
-c.BridgeAuthenticator.userdata_url = _iss + '/me'
-c.BridgeAuthenticator.oauth_callback_url = _pub + '/hub/oauth_callback'
-c.BridgeAuthenticator.scope = ['openid']
-c.Authenticator.enable_auth_state = True
-c.Authenticator.manage_groups = True
-c.Authenticator.auth_refresh_age = 1
-c.Authenticator.admin_users = {'root-admin'}
-`,
-  });
-  unis = await startUniversities(hub.url);
-  const config = bridgeConfig(
-    unis,
-    {
-      community: {
-        displayName: 'Community Hub',
-        clientId: CLIENT_ID,
-        clientSecretEnv: 'COMMUNITY_HUB_SECRET',
-        redirectUris: [`${hub.url}/hub/oauth_callback`],
-        loginUrl: `${hub.url}/hub/oauth_login`,
-        requirePkce: true,
-        allowedDomains: ['uni-a.edu', '*.uni-a.edu'],
-        groupMap: { 'uni-a:physics-staff': 'instructors', 'uni-a:students': 'students' },
-        adminGroups: ['instructors'],
-      },
-    },
-    hub.url,
-  );
-  bridge = await startBridge({
-    port: bridgePort,
-    config,
-    dataDir: database.dataDir,
-    databaseUrl: database.databaseUrl,
-    env: { ...secretsEnv(unis), COMMUNITY_HUB_SECRET: CLIENT_SECRET },
-    hub: { apiUrl: hub.hubApiUrl, token: SERVICE_TOKEN },
-  });
-  adminToken = await hub.createToken('root-admin');
+  env = await startBridgedHub({ basicAuth: false });
+  ({ hub, unis, bridge, adminToken } = env);
 }, 120_000);
 
 afterAll(async () => {
-  await bridge?.close();
-  await hub?.stop();
-  await unis?.close();
-  await database?.drop();
-  delete process.env.JUPYTERHUB_CRYPT_KEY;
+  await env?.close();
 });
 
 async function hubUser(name: string) {
@@ -97,7 +36,7 @@ describe('a real JupyterHub logging in through the bridge', () => {
   it('logs in a University A user as "alice", an admin in "instructors"', async () => {
     unis.a.nextUser = 'alice';
     const browser = hub.browser();
-    const page = await browser.get(`/hub/oauth_login?next=${encodeURIComponent('/hub/home')}&idp_hint=uni-a`);
+    const page = await loginVia(browser, 'uni-a');
     expect(page.status).toBe(200);
     expect(new URL(page.url).pathname).toBe('/hub/home');
     // The chain went through the proxy to the bridge, to the university, and back.
@@ -106,6 +45,10 @@ describe('a real JupyterHub logging in through the bridge', () => {
     const user = await hubUser('alice');
     expect(user.status).toBe(200);
     expect(user.body).toMatchObject({ name: 'alice', admin: true, groups: ['instructors'] });
+    // What the hub sent, as the bridge saw it: PKCE S256, no nonce, openid added to its empty
+    // scope, and the client secret in the body along with oauthenticator's stray data=None.
+    expect(env.authorizations.at(-1)).toEqual({ nonce: undefined, codeChallengeMethod: 'S256', scope: 'openid' });
+    expect(env.tokenRequests.at(-1)).toEqual({ grantType: 'authorization_code', basic: false, secretInBody: true, data: 'None' });
   });
 
   it('refreshes with the refresh_token grant, picking up new groups', async () => {
@@ -123,11 +66,12 @@ describe('a real JupyterHub logging in through the bridge', () => {
       { timeoutMs: 20_000, intervalMs: 300, what: 'the hub to refresh alice and see her new group' },
     );
     expect(hub.logTail(400)).toContain('bridge refresh_token grant ok for alice');
+    expect(env.tokenRequests.filter((r) => r.grantType === 'refresh_token')[0]).toMatchObject({ basic: false, secretInBody: true });
   });
 
   it('refuses a University B user whose domain the hub does not allow, and creates no hub user', async () => {
     unis.b.nextUser = 'bob';
-    const page = await hub.browser().get(`/hub/oauth_login?idp_hint=uni-b`);
+    const page = await loginVia(hub.browser(), 'uni-b');
     expect(page.status).toBe(403);
     expect(page.body).toContain('Your domain is not allowed on this hub');
     expect((await hubUser('bob@uni-b.edu')).status).toBe(404);
