@@ -164,6 +164,14 @@ describe('refusals, each with a clear page and no account', () => {
   async function accounts(): Promise<string[]> {
     return (await app.db.selectFrom('account').select('username').execute()).map((r: { username: string }) => r.username);
   }
+  /** Accounts and browser sessions, to show a refusal left nothing behind. */
+  async function footprint(): Promise<{ accounts: number; sessions: number }> {
+    const [a, s] = await Promise.all([
+      app.db.selectFrom('account').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow(),
+      app.db.selectFrom('oidc_model').select((eb) => eb.fn.countAll<number>().as('n')).where('model', '=', 'Session').executeTakeFirstOrThrow(),
+    ]);
+    return { accounts: Number(a.n), sessions: Number(s.n) };
+  }
 
   it('refuses a user whose domain the IdP does not speak for', async () => {
     const flow = await login({ uni: 'b', name: 'carol' });
@@ -187,11 +195,13 @@ describe('refusals, each with a clear page and no account', () => {
     const cb = new URL(flow.page.url);
     expect(cb.pathname).toBe(`${PREFIX}callback/uni-a`);
     browser.stopAt = undefined;
+    const before = await footprint();
     const page = await browser.get(`${base}${PREFIX}callback/uni-b${cb.search}`);
     expect(page.status).toBe(400);
     expect(page.body).toContain('started with University A');
     // Nothing reached the hub: the browser stayed on the bridge's refusal page.
     expect(page.url).not.toContain('rp.invalid');
+    expect(await footprint()).toEqual(before);
   });
 
   it('refuses a replayed callback (state and code are good for one try)', async () => {
@@ -225,18 +235,67 @@ describe('refusals, each with a clear page and no account', () => {
   });
 
   it('refuses a state that matches no login', async () => {
+    const before = await footprint();
     const page = await createTestBrowser().get(`${base}${PREFIX}callback/uni-a?code=abc&state=forged&iss=${encodeURIComponent(unis.a.issuer)}`);
     expect(page.status).toBe(400);
     expect(page.body).toContain('state mismatch');
+    expect(await footprint()).toEqual(before);
+  });
+
+  it('refuses a used upstream code brought back with a fresh login of its own', async () => {
+    unis.a.nextUser = 'alice';
+    const first = createTestBrowser();
+    const used = await rpLogin(first, issuer, RP, { extra: { idp_hint: 'uni-a' }, stopAt: /\/callback\/uni-a\?/ });
+    first.stopAt = /^http:\/\/rp\.invalid/;
+    expect((await first.get(used.page.url)).url.startsWith(RP.redirectUri)).toBe(true);
+    // A new login in another browser gets its own state; the old code is swapped in.
+    const second = createTestBrowser();
+    const fresh = await rpLogin(second, issuer, RP, { extra: { idp_hint: 'uni-a' }, stopAt: /\/callback\/uni-a\?/ });
+    const replay = new URL(fresh.page.url);
+    replay.searchParams.set('code', new URL(used.page.url).searchParams.get('code')!);
+    const before = await footprint();
+    second.stopAt = /^http:\/\/rp\.invalid/;
+    const page = await second.get(replay.href);
+    expect(page.status).toBe(400);
+    expect(page.body).toContain('no longer accepts this login code');
+    expect(page.url.startsWith(RP.redirectUri)).toBe(false);
+    expect(await footprint()).toEqual(before);
+    const last = await app.db.selectFrom('login_event').select(['outcome', 'reason']).orderBy('id', 'desc').executeTakeFirstOrThrow();
+    expect(last).toEqual({ outcome: 'refused', reason: 'invalid_grant' });
+  });
+
+  it('refuses a replayed authorization code at the token endpoint, and revokes what the first use issued', async () => {
+    const flow = await login({ uni: 'a', name: 'alice' });
+    const { tokens } = await redeem(flow);
+    const again = await fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        grant_type: 'authorization_code',
+        code: new URL(flow.page.url).searchParams.get('code')!,
+        redirect_uri: RP.redirectUri,
+        code_verifier: flow.verifier,
+        client_id: RP.clientId,
+        client_secret: RP.secret,
+      }),
+    });
+    expect(again.status).toBe(400);
+    expect(((await again.json()) as { error: string }).error).toBe('invalid_grant');
+    // RFC 6749 section 4.1.2: tokens issued from a replayed code should be revoked.
+    const me = await fetch(`${issuer}/me`, { headers: { authorization: `Bearer ${tokens.access_token}` } });
+    expect(me.status).toBe(401);
+    await expect(client.refreshTokenGrant(flow.config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
   });
 
   it('refuses a redirect_uri the hub did not register', async () => {
     const url = new URL(`${issuer}/auth`);
     url.search = new URLSearchParams({ client_id: RP.clientId, redirect_uri: 'http://evil.invalid/cb', response_type: 'code', scope: 'openid' }).toString();
+    const before = await footprint();
     const page = await createTestBrowser().get(url.href);
     expect(page.status).toBe(400);
     expect(page.body).toContain('redirect_uri');
     expect(page.redirects).toEqual([]);
+    expect(await footprint()).toEqual(before);
   });
 });
 
