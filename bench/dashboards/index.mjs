@@ -11,7 +11,9 @@
 // - the admin's page and API for the whole hub;
 // - side by side, the usage API's own statement for the same selection (GET api/statements), which
 //   the dashboards build on: the ratio says what the dashboards add on top of it.
-// The issue's goal: the instructor and admin API calls answer in under 1.5 s of server time.
+// The issue's goal: the instructor and admin API calls answer in under 1.5 s of server time. The
+// course and hub views are cached until the next poll (or new session), so each is reported cold
+// (the first request after the data changed) and warm (the median of the repeats).
 import { createServer } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -49,6 +51,7 @@ function fakeHub() {
 
 const ms = (t0) => Math.round((performance.now() - t0) * 10) / 10;
 
+/** The first run is cold (nothing cached since the data last changed); the median of the rest is warm. */
 async function timeIt(fn, runs) {
   const times = [];
   let result;
@@ -57,8 +60,8 @@ async function timeIt(fn, runs) {
     result = await fn();
     times.push(ms(t0));
   }
-  const sorted = [...times].sort((a, b) => a - b);
-  return { first: times[0], median: sorted[Math.floor(sorted.length / 2)], result };
+  const warm = times.slice(1).sort((a, b) => a - b);
+  return { first: times[0], median: warm.length ? warm[Math.floor(warm.length / 2)] : times[0], result };
 }
 
 const kb = (n) => `${(n / 1024).toFixed(1)} KiB`;
@@ -123,13 +126,14 @@ export async function run(opts = {}) {
     };
     const measure = async (label, path, token, ref) => {
       const m = await timeIt(() => get(path, token), runs);
-      const row = { label, path, firstMs: m.first, medianMs: m.median, bytes: m.result.length, gzipBytes: gzipSync(m.result).length };
-      let line = `${label.padEnd(44)} first ${String(m.first).padStart(8)} ms  median ${String(m.median).padStart(8)} ms  ${kb(row.bytes).padStart(10)} (gzip ${kb(row.gzipBytes)})`;
+      const row = { label, path, coldMs: m.first, warmMs: m.median, bytes: m.result.length, gzipBytes: gzipSync(m.result).length };
+      let line = `${label.padEnd(46)} cold ${String(m.first).padStart(8)} ms  warm ${String(m.median).padStart(7)} ms  ${kb(row.bytes).padStart(10)} (gzip ${kb(row.gzipBytes)})`;
       if (ref) {
         const r = await timeIt(() => get(ref, token), runs);
-        row.reference = { path: ref, medianMs: r.median, bytes: r.result.length };
-        row.ratio = m.median / Math.max(r.median, 0.01);
-        line += `  | api/statements ${r.median} ms, ${kb(r.result.length)}: ratio ${row.ratio.toFixed(2)}x`;
+        // api/statements caches nothing: every run of it is cold, so compare cold with cold.
+        row.reference = { path: ref, ms: r.median, bytes: r.result.length };
+        row.coldRatio = m.first / Math.max(r.median, 0.01);
+        line += `  | api/statements ${r.median} ms, ${kb(r.result.length)}: cold ratio ${row.coldRatio.toFixed(2)}x`;
       }
       out(line);
       results.rows.push(row);
@@ -138,6 +142,10 @@ export async function run(opts = {}) {
     const q = `from=${from}&to=${to}`;
     await get('api/whoami', 'admin-token');
     await get('api/whoami', 'prof-token');
+    // Warm the JIT on every code path with a one-day range (another cache key), so "cold" means
+    // "nothing cached for this range", not "first call in the process".
+    const day = `from=${from}&to=${new Date(monthFrom + 86_400_000).toISOString().slice(0, 10)}`;
+    for (const p of [`api/dashboard/groups/course-7?${day}`, `api/statements?group=course-7&${day}`, `api/dashboard/hub?${day}`, `api/statements?${day}`]) await get(p, p.includes('hub') || !p.includes('group') ? 'admin-token' : 'prof-token');
     await measure('instructor page (HTML shell)', 'dashboard/course?group=intro', 'prof-token');
     await measure('static: Chart.js (served from node_modules)', 'dashboard/assets/chart.umd.min.js', 'prof-token');
     await measure('static: dashboard.js', 'dashboard/assets/dashboard.js', 'prof-token');
@@ -148,9 +156,11 @@ export async function run(opts = {}) {
     await measure('admin page (HTML shell)', 'dashboard/admin', 'admin-token');
     const admin = await measure('admin API, whole hub', `api/dashboard/hub?${q}`, 'admin-token', `api/statements?${q}`);
     for (const [label, row] of [['instructor API (100-student course)', small], [`instructor API (${students}-student course)`, big], ['admin API', admin]]) {
-      const ok = row.medianMs < GOAL_MS;
-      out(`${ok ? 'goal met    ' : 'GOAL MISSED '} ${label}: median ${row.medianMs} ms server time (goal < ${GOAL_MS} ms)`);
-      if (!ok && !quick) failures.push(`${label} took ${row.medianMs} ms, over the ${GOAL_MS} ms goal`);
+      for (const [kind, t] of [['cold', row.coldMs], ['warm', row.warmMs]]) {
+        const ok = t < GOAL_MS;
+        out(`${ok ? 'goal met    ' : 'GOAL MISSED '} ${label}, ${kind}: ${t} ms server time (goal < ${GOAL_MS} ms)`);
+        if (!ok && !quick) failures.push(`${label} (${kind}) took ${t} ms, over the ${GOAL_MS} ms goal`);
+      }
     }
     out(`# load average at end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   } finally {

@@ -114,7 +114,7 @@ export async function dashboardApi(fastify: FastifyInstance, opts: DashboardApiO
     await courseAllowed(request, request.params.group);
     const now = Date.now();
     const range = rangeOf(request.query, now);
-    const { lines } = await views.courseLines(request.params.group, range, now);
+    const lines = await views.courseLines(request.params.group, range, now);
     let out = csvLine(['user', 'hours', `gross_${config.currency}`, `net_${config.currency}`, 'idle_hours', 'budget_used', 'budget_limit', 'budget_unit', 'budget_percent']);
     for (const l of lines) out += csvLine([l.user, l.hours, l.gross, l.net, l.idle_hours, l.budget_used ?? '', l.budget_limit ?? '', l.budget_unit ?? '', l.budget_percent ?? '']);
     // The file name carries only the dates: group names are free text.

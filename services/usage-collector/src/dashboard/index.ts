@@ -14,6 +14,7 @@ import { dashboardApi } from './api.js';
 import { dashboardPages } from './pages.js';
 import { sharesService } from './shares.js';
 import type { SharesDB } from './shares.js';
+import { createViewCache } from './cache.js';
 import { createViews } from './views.js';
 
 export interface DashboardsOptions {
@@ -53,7 +54,7 @@ export async function dashboards(fastify: FastifyInstance, opts: DashboardsOptio
     routePrefix: prefix,
     config,
     repo,
-    views: createViews(db as unknown as Kysely<UsageDB>, repo, config),
+    views: createViews(db as unknown as Kysely<UsageDB>, repo, config, createViewCache(db)),
     shares: sharesService(db as unknown as Kysely<SharesDB>, jwt, keys),
     listGroups,
   });

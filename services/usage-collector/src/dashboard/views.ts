@@ -15,6 +15,8 @@ import type { UsageFilter } from '../usage-source.js';
 import type { UsageDB } from '../usage.table.js';
 import { budgetUsed, budgetWindowStart, byProfile, dailyBreakdown, daysOf, percent, ratio, runsOut, userBudget } from './aggregate.js';
 import type { Usage } from './aggregate.js';
+import { createViewCache } from './cache.js';
+import type { ViewCache } from './cache.js';
 
 export interface Range {
   from: number;
@@ -43,7 +45,7 @@ export interface StudentLine {
   budget_percent: number | null;
 }
 
-export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, config: UsageCollectorConfig) {
+export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, config: UsageCollectorConfig, cache: ViewCache = createViewCache(db, { ttlMs: 0 })) {
   const cards = sortCards(config.rateCards);
 
   /** Usage for a range plus the same month before it (the allowance is spent in time order), cut at every day for the charts. */
@@ -169,27 +171,64 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
     };
   }
 
-  /** Every student's line in a course, unpaginated (the CSV export and the paged table share it). */
-  async function courseLines(group: string, range: Range, now: number) {
-    const usage = await load({ groups: [group] }, range, now);
-    const statement = statementOf(usage, range, new Set([group]));
-    const students = statement.users.map((l) => l.user);
-    const [budgets, idle] = await Promise.all([budgetsOf(students, now), idleByUser({ groups: [group] }, range, now)]);
-    const lines: StudentLine[] = statement.users.map((l) => {
-      const bu = budgets.get(l.user);
+  /** A course's figures that don't depend on the page or sort: computed once per poll (see cache.ts). */
+  function courseData(group: string, range: Range, now: number) {
+    return cache.get(JSON.stringify(['course', group, range.from, range.to]), async () => {
+      const usage = await load({ groups: [group] }, range, now);
+      const statement = statementOf(usage, range, new Set([group]));
+      const students = statement.users.map((l) => l.user);
+      const [budgets, idle] = await Promise.all([budgetsOf(students, now), idleByUser({ groups: [group] }, range, now)]);
+      const lines: StudentLine[] = statement.users.map((l) => {
+        const bu = budgets.get(l.user);
+        return {
+          user: l.user,
+          hours: l.hours,
+          gross: l.gross,
+          net: l.net,
+          idle_hours: hoursOf(idle.get(l.user) ?? 0),
+          budget_used: bu ? bu.used.toFixed(2) : null,
+          budget_limit: bu ? new Decimal(bu.b.limit).toFixed(2) : null,
+          budget_unit: bu ? bu.b.unit : null,
+          budget_percent: bu ? percent(ratio(bu.used, bu.b.limit)) : null,
+        };
+      });
+      let idleTotal = new Decimal(0);
+      for (const l of lines) idleTotal = idleTotal.plus(l.idle_hours);
+      const groupBudget = config.budgets.groups[group];
+      const byNet = compare('net');
       return {
-        user: l.user,
-        hours: l.hours,
-        gross: l.gross,
-        net: l.net,
-        idle_hours: hoursOf(idle.get(l.user) ?? 0),
-        budget_used: bu ? bu.used.toFixed(2) : null,
-        budget_limit: bu ? new Decimal(bu.b.limit).toFixed(2) : null,
-        budget_unit: bu ? bu.b.unit : null,
-        budget_percent: bu ? percent(ratio(bu.used, bu.b.limit)) : null,
+        lines,
+        summary: {
+          group,
+          from: iso(range.from),
+          to: iso(range.to),
+          currency: config.currency,
+          attribution: statement.attribution,
+          totals: {
+            students: lines.length,
+            hours: statement.total.hours,
+            gross: statement.total.gross,
+            net: statement.total.net,
+            /** The group's share under the attribution rule; less than `net` when students are in several groups. */
+            attributed: statement.groups.find((g) => g.group === group)?.net ?? '0.00',
+            idle_hours: idleTotal.toFixed(4),
+          },
+          group_budget: groupBudget ? { limit: new Decimal(groupBudget.limit).toFixed(2), unit: groupBudget.unit, window: groupBudget.window === 'month' ? 'month' : `rolling-${groupBudget.days}d` } : null,
+          by_day: dailyBreakdown(usage, range.from, range.to, cards).byDay,
+          top: [...lines].sort((x, y) => byNet(y, x)).slice(0, TOP).map((l) => ({ user: l.user, hours: l.hours, net: l.net })),
+          at_risk: lines
+            .filter((l) => l.budget_percent !== null && l.budget_percent >= AT_RISK * 100)
+            .sort((x, y) => y.budget_percent! - x.budget_percent! || (x.user < y.user ? -1 : 1))
+            .slice(0, AT_RISK_MAX)
+            .map((l) => ({ user: l.user, used: l.budget_used!, limit: l.budget_limit!, unit: l.budget_unit!, percent: l.budget_percent! })),
+        },
       };
     });
-    return { statement, lines, usage };
+  }
+
+  /** Every student's line in a course, unpaginated (the CSV export). */
+  async function courseLines(group: string, range: Range, now: number): Promise<StudentLine[]> {
+    return (await courseData(group, range, now)).lines;
   }
 
   function compare(key: SortKey) {
@@ -202,42 +241,21 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
   }
 
   async function course(group: string, range: Range, now: number, page: { page: number; perPage: number; sort: SortKey; order: 'asc' | 'desc' }) {
-    const { statement, lines, usage } = await courseLines(group, range, now);
-    let idle = new Decimal(0);
-    for (const l of lines) idle = idle.plus(l.idle_hours);
+    const { lines, summary } = await courseData(group, range, now);
     const cmp = compare(page.sort);
     const sorted = [...lines].sort(page.order === 'asc' ? cmp : (a, b) => cmp(b, a));
     const start = (page.page - 1) * page.perPage;
-    const groupBudget = config.budgets.groups[group];
-    const byNet = compare('net');
     return {
-      group,
-      from: iso(range.from),
-      to: iso(range.to),
-      currency: config.currency,
-      attribution: statement.attribution,
-      totals: {
-        students: lines.length,
-        hours: statement.total.hours,
-        gross: statement.total.gross,
-        net: statement.total.net,
-        /** The group's share under the attribution rule; less than `net` when students are in several groups. */
-        attributed: statement.groups.find((g) => g.group === group)?.net ?? '0.00',
-        idle_hours: idle.toFixed(4),
-      },
-      group_budget: groupBudget ? { limit: new Decimal(groupBudget.limit).toFixed(2), unit: groupBudget.unit, window: groupBudget.window === 'month' ? 'month' : `rolling-${groupBudget.days}d` } : null,
-      by_day: dailyBreakdown(usage, range.from, range.to, cards).byDay,
-      top: [...lines].sort((a, b) => byNet(b, a)).slice(0, TOP).map((l) => ({ user: l.user, hours: l.hours, net: l.net })),
-      at_risk: lines
-        .filter((l) => l.budget_percent !== null && l.budget_percent >= AT_RISK * 100)
-        .sort((a, b) => b.budget_percent! - a.budget_percent! || (a.user < b.user ? -1 : 1))
-        .slice(0, AT_RISK_MAX)
-        .map((l) => ({ user: l.user, used: l.budget_used!, limit: l.budget_limit!, unit: l.budget_unit!, percent: l.budget_percent! })),
+      ...summary,
       students: { total: lines.length, page: page.page, per_page: page.perPage, pages: Math.max(1, Math.ceil(lines.length / page.perPage)), sort: page.sort, order: page.order, rows: sorted.slice(start, start + page.perPage) },
     };
   }
 
-  async function hub(range: Range, now: number) {
+  function hub(range: Range, now: number) {
+    return cache.get(JSON.stringify(['hub', range.from, range.to]), () => hubData(range, now));
+  }
+
+  async function hubData(range: Range, now: number) {
     const mStart = monthStart(now);
     const mEnd = nextMonth(now);
     // One load serves the statement, the charts, this month's forecast and every user budget window.

@@ -1,0 +1,76 @@
+/**
+ * The course/hub view cache: an answer is reused only while no poll landed and no session was
+ * added, and never past its time to live; concurrent requests share one computation.
+ */
+import { createDatabase, migrate } from '@hubside/service-kit';
+import { createTestDatabase } from '@hubside/testing';
+import type { TestDatabase } from '@hubside/testing';
+import type { Kysely } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createViewCache } from '../../src/dashboard/cache.js';
+import { migrations } from '../../src/migrations/index.js';
+import type { UsageDB } from '../../src/usage.table.js';
+
+let test: TestDatabase;
+let database: Awaited<ReturnType<typeof createDatabase>>;
+let db: Kysely<UsageDB>;
+
+beforeAll(async () => {
+  test = await createTestDatabase({ schemas: ['usage_collector'] });
+  database = await createDatabase({ databaseUrl: test.databaseUrl, dataDir: test.dataDir, schema: 'usage_collector' });
+  await migrate(database, migrations);
+  db = database.db as Kysely<UsageDB>;
+}, 60_000);
+
+afterAll(async () => {
+  await database?.destroy();
+  await test?.drop();
+});
+
+describe('the view cache', () => {
+  it('reuses an answer until a poll lands, a session is added or the time to live ends', async () => {
+    let clock = 1_000_000;
+    const cache = createViewCache(db, { ttlMs: 60_000, now: () => clock });
+    let computed = 0;
+    const compute = async () => ++computed;
+    expect(await cache.get('k', compute)).toBe(1);
+    expect(await cache.get('k', compute)).toBe(1);
+    expect(await cache.get('other', compute)).toBe(2);
+
+    await db.insertInto('polls').values({ at: new Date(), servers: 0, opened: 0, closed: 0 }).execute();
+    expect(await cache.get('k', compute)).toBe(3);
+
+    const t = new Date();
+    await db
+      .insertInto('sessions')
+      .values({ user_name: 'ann', server_name: '', started: t, user_options: '{}', resources: '{}', groups: '[]', first_seen: t, last_seen: t })
+      .execute();
+    expect(await cache.get('k', compute)).toBe(4);
+    expect(await cache.get('k', compute)).toBe(4);
+
+    clock += 60_000;
+    expect(await cache.get('k', compute)).toBe(5);
+  });
+
+  it('shares one computation between concurrent requests and forgets failures', async () => {
+    const cache = createViewCache(db, { ttlMs: 60_000 });
+    let calls = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const slow = async () => {
+      calls += 1;
+      await gate;
+      return 'done';
+    };
+    const both = Promise.all([cache.get('s', slow), cache.get('s', slow), cache.get('s', slow)]);
+    await new Promise((r) => setImmediate(r));
+    release();
+    expect(await both).toEqual(['done', 'done', 'done']);
+    expect(calls).toBe(1);
+    expect(await cache.get('s', slow)).toBe('done');
+    const before = calls;
+    await expect(cache.get('f', async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    expect(await cache.get('f', async () => 'recovered')).toBe('recovered');
+    expect(calls).toBe(before);
+  });
+});
