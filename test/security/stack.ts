@@ -79,10 +79,14 @@ export interface StackOptions {
   hubApiUrl?: (hub: RunningHub) => Promise<string> | string;
   stsUrl?: string;
   gatewayTimeoutSeconds?: number;
+  /** A PostgreSQL of the test's own (faults restart it); default createTestDatabase. */
+  databaseUrl?: string;
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
-  const database = await createTestDatabase({ schemas: SERVICES.map((s) => s.replaceAll('-', '_')) });
+  const database: TestDatabase = opts.databaseUrl
+    ? { kind: 'postgres', databaseUrl: opts.databaseUrl, dataDir: '/nonexistent-hubside-data', drop: async () => undefined }
+    : await createTestDatabase({ schemas: SERVICES.map((s) => s.replaceAll('-', '_')) });
   const hub = await startHub({
     users: ['alice', 'bob', 'nobody'],
     admins: ['root'],

@@ -17,6 +17,30 @@ export function errorBody(statusCode: number, message: string, code?: string): E
   return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', message, ...(code ? { code } : {}) };
 }
 
+// Connection-level failures of PostgreSQL (restart, failover, network) as node-postgres reports
+// them: SQLSTATE class 08, admin shutdown / crash / starting up (57P01-03), and socket errors.
+const DB_UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '08000', '08001', '08003', '08004', '08006', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+const DB_UNAVAILABLE_MESSAGES = [
+  'Connection terminated unexpectedly',
+  'Connection terminated due to connection timeout',
+  'timeout exceeded when trying to connect',
+  'Client has encountered a connection error and is not queryable',
+  'Client was closed and is not queryable',
+];
+const DATABASE_RETRY_AFTER_S = 5;
+
+/** True when the database could not be reached, as opposed to a query that failed. */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  let e: unknown = err;
+  for (let i = 0; i < 4 && e && typeof e === 'object'; i += 1) {
+    const { code, message } = e as { code?: unknown; message?: unknown };
+    if (typeof code === 'string' && DB_UNAVAILABLE_CODES.has(code)) return true;
+    if (typeof message === 'string' && DB_UNAVAILABLE_MESSAGES.some((m) => message.includes(m))) return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
 function validationMessage(err: FastifyError): string {
   if (hasZodFastifySchemaValidationErrors(err)) {
     const where = err.validationContext ?? 'request';
@@ -39,6 +63,14 @@ export function installErrorHandlers(app: FastifyInstance): void {
       // The hub answered, but not as expected: our problem with the hub, not the caller's.
       request.log.warn({ err }, 'unexpected JupyterHub API answer');
       return reply.code(502).send(errorBody(502, err.message, 'HUBSIDE_ERR_HUB_API'));
+    }
+    if (isDatabaseUnavailable(err)) {
+      // A restart or failover: temporary, and the pool reconnects by itself.
+      request.log.warn({ err: { message: err.message, code: err.code } }, 'database unavailable');
+      return reply
+        .code(503)
+        .header('retry-after', String(DATABASE_RETRY_AFTER_S))
+        .send(errorBody(503, `The database is unavailable right now. Try again in ${DATABASE_RETRY_AFTER_S} seconds.`, 'HUBSIDE_ERR_DATABASE_UNAVAILABLE'));
     }
     if (isResponseSerializationError(err)) {
       request.log.error({ err }, 'response did not match its schema');

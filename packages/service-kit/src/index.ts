@@ -13,7 +13,7 @@ export {
   schemaFor,
 } from './config.js';
 export type { ServiceEnv, ServiceName, ServiceSettings, SettingsDefaults } from './config.js';
-export { createError, errorBody, installErrorHandlers } from './errors.js';
+export { createError, errorBody, installErrorHandlers, isDatabaseUnavailable } from './errors.js';
 export type { ErrorBody } from './errors.js';
 export { REDACT_PATHS, loggerOptions, redactUrl } from './logging.js';
 export { createMetrics } from './metrics.js';

@@ -266,6 +266,19 @@ async function openPostgres<DB>(
     );
   });
 
+  // The pool's own listener covers idle clients only. A client that is checked out but between
+  // queries (a session advisory lock held across a poll, a migration's connection) emits 'error'
+  // with no listener when the server restarts, which would crash the process. Log it instead: the
+  // next query on that client fails, and the pool drops the client when it comes back.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => {
+      logger.warn(
+        { err: { message: redactSecrets(errorMessage(err), secrets) }, ...target, schema },
+        'database connection lost while in use; the pool replaces it',
+      );
+    });
+  });
+
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
   const endPool = async () => {
     await db.destroy();
