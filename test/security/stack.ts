@@ -32,6 +32,8 @@ export const USERS = { alice: 'alice', bob: 'bob', root: 'root', nobody: 'nobody
 export interface Recorder {
   url: string;
   requests: Array<{ method: string; url: string }>;
+  /** TCP connections open to it right now. */
+  connections(): number;
   close(): Promise<void>;
 }
 
@@ -44,11 +46,17 @@ export async function startRecorder(answer: (req: IncomingMessage) => { status: 
     if (a === 'hang') return;
     res.writeHead(a.status, { 'content-type': a.type ?? 'text/plain' }).end(a.body);
   });
+  let open = 0;
+  server.on('connection', (socket) => {
+    open += 1;
+    socket.on('close', () => (open -= 1));
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
     requests,
+    connections: () => open,
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();
