@@ -115,7 +115,7 @@ export function createAuditLog(repo: IssuancesRepository, opts: AuditLogOptions)
           now.first = p.first;
         } else pending.set(key, p);
       }
-      throw Object.assign(err as Error, { rows: rows.length });
+      throw err;
     }
   }
 
@@ -127,7 +127,8 @@ export function createAuditLog(repo: IssuancesRepository, opts: AuditLogOptions)
   const timer =
     opts.flushIntervalMs > 0
       ? setInterval(() => {
-          writePending().catch((err: Error & { rows?: number }) => opts.onFlushError?.(err, err.rows ?? 0));
+          const rows = pending.size;
+          writePending().catch((err: unknown) => opts.onFlushError?.(err, rows));
         }, opts.flushIntervalMs)
       : undefined;
   // The timer alone must not keep a process alive; close() writes what is left.

@@ -4,6 +4,7 @@
  * a failed write keeps its deliveries pending and the next write retries them, merged with what
  * came meanwhile; at the bound, a new batch waits for the write and fails with it.
  */
+import { waitFor } from '@hubside/testing';
 import { describe, expect, it } from 'vitest';
 import { createAuditLog } from '../src/audit-log.js';
 import type { AuditEntry } from '../src/audit-log.js';
@@ -52,6 +53,21 @@ describe('audit log failures', () => {
       ['10.0.0.2', 1],
     ]);
     expect(log.pendingDeliveries).toBe(0);
+  });
+
+  it('a failed timed write is reported and retried on the next tick', async () => {
+    const { repo, stored, state } = flakyRepository();
+    const errors: { message: string; rows: number }[] = [];
+    const log = createAuditLog(repo, { flushIntervalMs: 20, maxPending: 100, onFlushError: (err, rows) => errors.push({ message: (err as Error).message, rows }) });
+    state.failing = true;
+    await log.delivered(entry('10.0.0.1'));
+    await log.delivered(entry('10.0.0.2'));
+    await waitFor(async () => errors.length > 0, { timeoutMs: 5_000, intervalMs: 10, what: 'the timer reports the failure' });
+    expect(errors[0]).toEqual({ message: 'database unavailable', rows: 2 });
+    state.failing = false;
+    await waitFor(async () => stored.length === 2, { timeoutMs: 5_000, intervalMs: 10, what: 'the timer retries' });
+    expect(log.pendingDeliveries).toBe(0);
+    await log.close();
   });
 
   it('at the bound, a new batch fails with the database instead of growing memory', async () => {
