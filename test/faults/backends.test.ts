@@ -5,7 +5,7 @@
  */
 import { createTestDatabase, freePort } from '@hubside/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRecorder, startStack } from '../security/stack.js';
+import { leakedLines, startRecorder, startStack } from '../security/stack.js';
 import type { Recorder, Stack } from '../security/stack.js';
 
 const TIMEOUT_S = 1;
@@ -102,3 +102,10 @@ async function startStackGatewayOnly(stsUrl: string) {
   app.addHook('onClose', async () => database.drop());
   return app;
 }
+
+describe('the logs of this run', () => {
+  it('contain none of the tokens, cookies and secrets it used', () => {
+    expect(stack.logLines.length, 'the services logged something').toBeGreaterThan(0);
+    expect(leakedLines(stack)).toEqual([]);
+  });
+});

@@ -9,7 +9,7 @@ import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SERVICES, startStack } from '../security/stack.js';
+import { leakedLines, SERVICES, startStack } from '../security/stack.js';
 import type { Stack } from '../security/stack.js';
 import { startForwarder } from './forwarder.js';
 import type { Forwarder } from './forwarder.js';
@@ -49,7 +49,7 @@ function expectHubUnavailable(res: Awaited<ReturnType<typeof whoami>>, where: st
 describe('the hub is unreachable (connections refused)', () => {
   it('serves cached identities until the TTL, then answers 503 with a message, and recovers when the hub is back', async () => {
     const apps = SERVICES.map((s) => stack.apps[s]);
-    const fresh = await stack.hub.createToken('bob', { note: 'never seen before the outage' });
+    const fresh = stack.remember(await stack.hub.createToken('bob', { note: 'never seen before the outage' }));
     for (const app of apps) expect((await whoami(app, stack.tokens.alice)).statusCode).toBe(200);
     const warmedAt = Date.now();
 
@@ -90,7 +90,7 @@ describe('the hub hangs (its process is frozen)', () => {
     const hubProcess = stack.hub.processes().find((p) => /jupyterhub(?!-singleuser)/.test(p.command) && !/configurable-http-proxy/.test(p.command) && p.pid !== stack.hub.pid);
     expect(hubProcess, 'the jupyterhub process').toBeDefined();
     const TOKENS = 60;
-    const tokens = await Promise.all(Array.from({ length: TOKENS }, (_, i) => stack.hub.createToken('alice', { note: `frozen-${i}` })));
+    const tokens = await Promise.all(Array.from({ length: TOKENS }, async (_, i) => stack.remember(await stack.hub.createToken('alice', { note: `frozen-${i}` }))));
     process.kill(hubProcess!.pid, 'SIGSTOP');
     try {
       // All four services at once, 180 requests each with 60 new tokens: one hub request per token,
@@ -150,5 +150,12 @@ describe('the collector across a hub outage', () => {
     expect(after).toHaveLength(1);
     expect(after[0]!.id).toBe(before[0]!.id);
     expect(after[0]!.stopped).not.toBeNull();
+  });
+});
+
+describe('the logs of this run', () => {
+  it('contain none of the tokens, cookies and secrets it used', () => {
+    expect(stack.logLines.length, 'the services logged something').toBeGreaterThan(0);
+    expect(leakedLines(stack)).toEqual([]);
   });
 });

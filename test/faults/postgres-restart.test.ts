@@ -9,7 +9,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack } from '../security/stack.js';
+import { leakedLines, startStack } from '../security/stack.js';
 import type { Stack } from '../security/stack.js';
 import { startPgCluster } from './pg-cluster.js';
 import type { PgCluster } from './pg-cluster.js';
@@ -167,5 +167,12 @@ describe('PostgreSQL restarts while the collector polls', () => {
       await pg.start();
     }
     await waitFor(async () => (await read()).statusCode === 200, { timeoutMs: 30_000, intervalMs: 200, what: 'reads work again' });
+  });
+});
+
+describe('the logs of this run', () => {
+  it('contain none of the tokens, cookies and secrets it used', () => {
+    expect(stack.logLines.length, 'the services logged something').toBeGreaterThan(0);
+    expect(leakedLines(stack)).toEqual([]);
   });
 });

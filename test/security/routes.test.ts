@@ -5,7 +5,7 @@
 import type { RegisteredRoute } from '@hubside/service-kit';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SERVICES, fillPath, startRecorder, startStack } from './stack.js';
+import { fillPath, leakedLines, SERVICES, startRecorder, startStack } from './stack.js';
 import type { Recorder, Service, Stack } from './stack.js';
 
 let stack: Stack;
@@ -161,7 +161,7 @@ describe.each(SERVICES)('%s', (service) => {
 
   it('refuses cookie-authenticated state changes from other sites (CSRF), and accepts them from its own pages', async () => {
     const app = stack.apps[service];
-    const cookie = `service-${service}=${encodeURIComponent(app.signCookie(stack.tokens.alice))}`;
+    const cookie = `service-${service}=${encodeURIComponent(stack.remember(app.signCookie(stack.tokens.alice)))}`;
     const writes = protectedRoutes(service).filter((r) => !SAFE.has(r.method));
     for (const r of writes) {
       for (const headers of [{}, { 'sec-fetch-site': 'cross-site' }, { origin: 'https://evil.example' }, { origin: 'null' }] as Array<Record<string, string>>) {
@@ -230,5 +230,12 @@ describe.each(SERVICES)('%s', (service) => {
       expect(res.statusCode, `${r.method} ${r.url}`).toBeGreaterThanOrEqual(400);
       expect(res.statusCode, `${r.method} ${r.url}`).toBeLessThan(500);
     }
+  });
+});
+
+describe('the logs of this run', () => {
+  it('contain none of the tokens, cookies and secrets it used', () => {
+    expect(stack.logLines.length, 'the services logged something').toBeGreaterThan(0);
+    expect(leakedLines(stack)).toEqual([]);
   });
 });

@@ -5,7 +5,9 @@
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { resolveSettings } from '@hubside/service-kit';
+import { Writable } from 'node:stream';
+import { loggerOptions, resolveSettings } from '@hubside/service-kit';
+import pino from 'pino';
 import type { RegisteredRoute, ServiceName } from '@hubside/service-kit';
 import { createTestDatabase, startHub } from '@hubside/testing';
 import type { RunningHub, TestDatabase } from '@hubside/testing';
@@ -74,8 +76,12 @@ export interface Stack {
   sts: Recorder;
   prefix(service: Service): string;
   routes(service: Service): RegisteredRoute[];
-  /** Every secret the stack used: tokens, cookie keys, client secrets. */
+  /** Every secret the stack used: tokens, cookie keys, client secrets, and any a test remembered. */
   secrets(): string[];
+  /** Add a secret a test made (a token, a signed cookie) to those the log check looks for. */
+  remember(secret: string): string;
+  /** Every log line the four services wrote, at debug level, through their real (redacting) logger. */
+  logLines: string[];
   close(): Promise<void>;
 }
 
@@ -115,7 +121,16 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     HUBSIDE_RATE_LIMIT_ANONYMOUS: '0',
     ...opts.env,
   });
-  const common = (name: Service) => ({ settings: resolveSettings(name, env(name)), logger: opts.logger ?? false, defaultMetrics: false });
+  const logLines: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      logLines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      done();
+    },
+  });
+  // The services' own logger options (redaction included), at debug so more is checked than in production.
+  const logger = (name: Service) => pino(loggerOptions({ level: 'debug', service: name }), sink);
+  const common = (name: Service) => ({ settings: resolveSettings(name, env(name)), logger: opts.logger ?? logger(name), defaultMetrics: false });
   const dataset = (prefix: string, extra: Record<string, unknown> = {}) => ({
     provider: 's3-compatible',
     bucket: 'hubside-data',
@@ -174,10 +189,16 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     aliceAccessOnly,
   };
 
+  const remembered: string[] = [];
   return {
     hub,
     database,
     apps,
+    logLines,
+    remember: (secret) => {
+      remembered.push(secret);
+      return secret;
+    },
     tokens,
     sts,
     prefix: (s) => `/services/${s}/`,
@@ -194,6 +215,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       UPSTREAM_SECRET,
       HUB_CLIENT_SECRET,
       GATEWAY_SECRET,
+      ...remembered,
     ],
     close: async () => {
       await Promise.all(SERVICES.map((s) => apps[s]?.close()));
@@ -210,4 +232,10 @@ export function fillPath(url: string, user: string): string {
     .replace(/:(name|user|username)\b/g, encodeURIComponent(user))
     .replace(/:([A-Za-z_]+)/g, (_m, p: string) => (p === 'dataset' ? 'home' : p === 'hub' ? 'hub' : p === 'idp' ? 'uni' : '1'))
     .replace(/\*$/, '.well-known/openid-configuration');
+}
+
+/** Every stored log line that contains one of the stack's secrets (whole, or its first 16 characters). */
+export function leakedLines(stack: Stack): string[] {
+  const needles = stack.secrets().flatMap((s) => [s, s.slice(0, 16)]).filter((n) => n.length >= 12);
+  return stack.logLines.filter((line) => needles.some((n) => line.includes(n))).map((l) => l.slice(0, 300));
 }
