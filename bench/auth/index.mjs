@@ -36,7 +36,18 @@ async function startUniversity(redirectUris) {
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const issuer = `http://127.0.0.1:${server.address().port}`;
   const provider = new Provider(issuer, {
-    clients: [{ client_id: 'rp', client_secret: 'rp-secret-0123456789', redirect_uris: redirectUris, token_endpoint_auth_method: 'client_secret_post' }],
+    clients: [
+      {
+        client_id: 'rp',
+        client_secret: 'rp-secret-0123456789',
+        redirect_uris: redirectUris,
+        grant_types: ['authorization_code', 'refresh_token'],
+        token_endpoint_auth_method: 'client_secret_post',
+      },
+    ],
+    // Explicit lifetimes (no start-up notices) and refresh tokens for the RP, as the bridge gives hubs.
+    ttl: { AccessToken: 3600, AuthorizationCode: 60, IdToken: 3600, Interaction: 600, RefreshToken: 86400, Session: 86400, Grant: 86400 },
+    issueRefreshToken: async () => true,
     claims: { openid: ['sub'], email: ['email'], profile: ['name'] },
     features: { devInteractions: { enabled: false } },
     findAccount: async (_ctx, id) => ({ accountId: id, claims: async () => ({ sub: id, email: `${id}@uni.example`, name: id }) }),
@@ -139,7 +150,9 @@ export async function run(opts = {}) {
   const failures = [];
   const log = (s) => process.stdout.write(`${s}\n`);
   const machine = `${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}`;
+  const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
   log(`machine: ${machine}`);
+  log(`load average at start: ${load()}`);
 
   const database = await createTestDatabase({ schemas: ['auth_bridge'] });
   const port = await freePort();
@@ -156,6 +169,8 @@ export async function run(opts = {}) {
     HUBSIDE_PORT: String(port),
     // Full-speed token/userinfo from one address measures cost per request, not a real hub's load.
     HUBSIDE_RATE_LIMIT_ANONYMOUS: '0',
+    // Saturating the service on purpose: measure its cost, not its load shedding.
+    HUBSIDE_MAX_EVENT_LOOP_DELAY: '0',
     HUBSIDE_DATA_DIR: database.dataDir,
     ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
   });
@@ -178,33 +193,50 @@ export async function run(opts = {}) {
     results.logins = { direct, chain, overhead: direct.perSecond / chain.perSecond };
     if (chain.failures > 0) failures.push(`${chain.failures} logins through the bridge failed`);
 
-    const tokens = await loginOnce(bridgeRp, rpRedirect, { nonce: false });
-    const userinfo = await cannon({
-      url: `${base}${prefix}oidc/me`,
-      headers: { authorization: `Bearer ${tokens.access_token}` },
-      connections: 20,
-      duration: cfg.seconds,
-    });
-    const refresh = await cannon({
-      url: `${base}${prefix}oidc/token`,
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: tokens.refresh_token, client_id: 'hub', client_secret: 'hub-secret-0123456789' }).toString(),
-      connections: 10,
-      duration: cfg.seconds,
-    });
-    results.userinfo = { rps: userinfo.requests.average, p99ms: userinfo.latency.p99, non2xx: userinfo.non2xx };
-    results.tokenRefresh = { rps: refresh.requests.average, p99ms: refresh.latency.p99, non2xx: refresh.non2xx };
-    if (userinfo.non2xx > 0) failures.push(`userinfo: ${userinfo.non2xx} non-2xx answers`);
-    if (refresh.non2xx > 0) failures.push(`token (refresh_token): ${refresh.non2xx} non-2xx answers`);
+    // Userinfo and the refresh_token grant, each against the bridge and against the university
+    // itself (the same oidc-provider, in memory, without the bridge's database and mounting).
+    const bridgeTokens = await loginOnce(bridgeRp, rpRedirect, { nonce: false });
+    const directTokens = await loginOnce(directRp, rpRedirect, { nonce: true });
+    const userinfoRun = (url, accessToken) =>
+      cannon({ url, headers: { authorization: `Bearer ${accessToken}` }, connections: 20, duration: cfg.seconds });
+    const refreshRun = (url, refreshToken, clientId, secret) =>
+      cannon({
+        url,
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken, client_id: clientId, client_secret: secret }).toString(),
+        connections: 10,
+        duration: cfg.seconds,
+      });
+    const summary = (r) => ({ rps: r.requests.average, p99ms: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
+    const directMeta = directRp.serverMetadata();
+    results.userinfo = {
+      chain: summary(await userinfoRun(`${base}${prefix}oidc/me`, bridgeTokens.access_token)),
+      direct: summary(await userinfoRun(directMeta.userinfo_endpoint, directTokens.access_token)),
+    };
+    results.tokenRefresh = {
+      chain: summary(await refreshRun(`${base}${prefix}oidc/token`, bridgeTokens.refresh_token, 'hub', 'hub-secret-0123456789')),
+      direct: summary(await refreshRun(directMeta.token_endpoint, directTokens.refresh_token, 'rp', 'rp-secret-0123456789')),
+    };
+    for (const [what, pair] of [['userinfo', results.userinfo], ['token (refresh_token)', results.tokenRefresh]]) {
+      for (const [side, r] of Object.entries(pair)) {
+        if (r.non2xx > 0 || r.errors > 0) failures.push(`${what} ${side}: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
+      }
+      pair.ratio = pair.chain.rps / pair.direct.rps;
+    }
+    results.loadAverage = load();
 
     const f = (n) => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
+    const r2 = (n) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
     log(`completed logins (concurrency ${cfg.concurrency}, ${cfg.logins} each):`);
     log(`  RP -> university directly         ${f(direct.perSecond)} logins/s`);
     log(`  RP -> bridge -> university -> RP  ${f(chain.perSecond)} logins/s`);
-    log(`  overhead ratio (direct / chain)   ${f(results.logins.overhead)}x`);
-    log(`userinfo (Bearer, 20 connections)   ${f(results.userinfo.rps)} req/s, p99 ${results.userinfo.p99ms} ms`);
-    log(`token refresh_token grant (10 conn) ${f(results.tokenRefresh.rps)} req/s, p99 ${results.tokenRefresh.p99ms} ms`);
+    log(`  overhead ratio (direct / chain)   ${r2(results.logins.overhead)}x`);
+    const row = (what, pair) =>
+      log(`${what.padEnd(34)} bridge ${f(pair.chain.rps)} req/s (p99 ${pair.chain.p99ms} ms), university ${f(pair.direct.rps)} req/s (p99 ${pair.direct.p99ms} ms), bridge/university ${r2(pair.ratio)}`);
+    row('userinfo (Bearer, 20 connections)', results.userinfo);
+    row('refresh_token grant (10 conn)', results.tokenRefresh);
+    log(`load average at end: ${results.loadAverage}`);
   } catch (err) {
     failures.push(err instanceof Error ? (err.stack ?? err.message) : String(err));
   } finally {
