@@ -154,6 +154,51 @@ async function reloaded(page: Page, before: string | null): Promise<void> {
   await page.waitForSelector(`body[data-loaded]:not([data-loaded="${before ?? ''}"])`, { timeout: 30_000 });
 }
 
+/**
+ * The lowest WCAG contrast ratio of any visible text on the page, with the element it belongs to:
+ * text colour against the first opaque background behind it.
+ */
+async function lowestContrast(page: Page): Promise<{ ratio: number; text: string }> {
+  return page.$$eval('h1, h2, h3, p, th, td, label, a, button, summary, caption, li, span, strong, code, option', (els) => {
+    const parse = (c: string) => (c.match(/[\d.]+/g) ?? []).map(Number);
+    const lum = ([r, g, b]: number[]) => {
+      const f = (v: number) => {
+        const x = v / 255;
+        return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+      };
+      return 0.2126 * f(r!) + 0.7152 * f(g!) + 0.0722 * f(b!);
+    };
+    // The test type-checks without the DOM library: name just what is used.
+    type El = { childNodes: ArrayLike<{ nodeType: number; textContent: string | null }>; offsetParent: unknown; parentElement: El | null; textContent: string | null };
+    const css = (e: El) => (globalThis as unknown as { getComputedStyle(e: El): { color: string; backgroundColor: string } }).getComputedStyle(e);
+    let worst = { ratio: 21, text: '' };
+    for (const el of els as unknown as El[]) {
+      const own = Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent!.trim() !== '');
+      if (!own || el.offsetParent === null) continue;
+      const style = css(el);
+      let bg = [255, 255, 255];
+      for (let e: El | null = el; e; e = e.parentElement) {
+        const c = parse(css(e).backgroundColor);
+        if (c.length === 3 || (c.length === 4 && c[3] === 1)) {
+          bg = c.slice(0, 3);
+          break;
+        }
+      }
+      const [l1, l2] = [lum(parse(style.color)), lum(bg)].sort((a, b) => b - a);
+      const ratio = (l1! + 0.05) / (l2! + 0.05);
+      if (ratio < worst.ratio) worst = { ratio, text: (el.textContent ?? '').trim().slice(0, 40) };
+    }
+    return worst;
+  });
+}
+
+/** WCAG AA for text: 4.5:1. Below 21 proves something was measured (black on white is 21). */
+async function expectAA(page: Page): Promise<void> {
+  const worst = await lowestContrast(page);
+  expect(worst.ratio, `lowest contrast at "${worst.text}"`).toBeGreaterThanOrEqual(4.5);
+  expect(worst.ratio).toBeLessThan(21);
+}
+
 const field = (page: Page, name: string) => page.textContent(`#content [data-field="${name}"]`);
 const column = (page: Page, table: string, name: string) => page.$$eval(`#${table} tbody td[data-field="${name}"]`, (tds) => tds.map((td) => td.textContent));
 
@@ -185,6 +230,7 @@ describe('a student', () => {
     expect(await page.$$eval('#sessions tbody tr', (rows) => rows.length)).toBe(2);
     expect(await page.locator('#projection').textContent()).toMatch(/budget/);
     await page.waitForSelector('canvas');
+    await expectAA(page);
     await page.screenshot({ path: join(SHOTS, 'student-1280.png'), fullPage: true });
   }, 120_000);
 
@@ -248,6 +294,7 @@ describe('an instructor', () => {
     // carol: 2h45 large = 9.90 of a 10.00 budget.
     expect(body.at_risk.map((r) => r.user)).toEqual(['carol']);
     expect(await page.textContent('#at-risk')).toContain('carol');
+    await expectAA(page);
     expect((await api('api/dashboard/groups/chem', 'prof')).status).toBe(403);
     await page.screenshot({ path: join(SHOTS, 'instructor-1280.png'), fullPage: true });
   }, 120_000);
@@ -309,6 +356,7 @@ describe('an admin', () => {
     expect(body.budgets_at_risk.rows.map((r) => r.subject)).toContain('carol');
     expect(await page.textContent('#budgets-at-risk')).toContain('carol');
     expect(await page.locator('canvas').count()).toBe(3);
+    await expectAA(page);
     await page.screenshot({ path: join(SHOTS, 'admin-1280.png'), fullPage: true });
     await page.setViewportSize({ width: 390, height: 844 });
     await page.reload();
