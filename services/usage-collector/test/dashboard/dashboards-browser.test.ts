@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { resolveSettings } from '@hubside/service-kit';
 import { createTestDatabase, freePort, startHub } from '@hubside/testing';
 import type { RunningHub, TestDatabase } from '@hubside/testing';
+import fc from 'fast-check';
 import { createSigner } from 'fast-jwt';
 import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
@@ -424,5 +425,37 @@ describe('share links', () => {
     expect(byStudent.statusCode).toBe(403);
     expect((await app.inject({ method: 'POST', url: `${PREFIX}api/dashboard/shares`, headers: { authorization: `token ${tokens.alice}` }, payload: { group: 'phys' } })).statusCode).toBe(403);
     expect((await app.inject({ method: 'POST', url: `${PREFIX}api/dashboard/shares`, headers: { authorization: `token ${tokens.prof}` }, payload: { group: 'phys', days: 1000 } })).statusCode).toBe(400);
+  });
+});
+
+describe('bad input', () => {
+  it.each([
+    ['api/dashboard/me?from=2026-02-30', 'alice'],
+    ['api/dashboard/me?from=2026-05-01&to=2026-04-01', 'alice'],
+    ['api/dashboard/me?bogus=1', 'alice'],
+    ['api/dashboard/groups/phys?page=0', 'prof'],
+    ['api/dashboard/groups/phys?per_page=100000', 'prof'],
+    ['api/dashboard/groups/phys?sort=password', 'prof'],
+    ['api/dashboard/hub?from=1999-12-31', 'ursula'],
+  ])('%s → 400 JSON', async (path, user) => {
+    const res = await api<{ statusCode: number; code: string }>(path, user);
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({ statusCode: 400, code: expect.any(String) });
+  });
+
+  it('an admin asking for an unknown group gets 404, never a 5xx for any query string', async () => {
+    expect((await api('api/dashboard/groups/no-such-group', 'ursula')).status).toBe(404);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom('api/dashboard/me', 'api/dashboard/groups/phys', 'api/dashboard/hub', 'api/dashboard/groups/phys/students.csv'),
+        fc.constantFrom('from', 'to', 'page', 'per_page', 'sort', 'order', 'x'),
+        fc.string({ maxLength: 40 }),
+        async (route, key, value) => {
+          const res = await api(`${route}?${key}=${encodeURIComponent(value)}`, 'ursula');
+          expect(res.status).toBeLessThan(500);
+        },
+      ),
+      { numRuns: 40 },
+    );
   });
 });
