@@ -39,11 +39,19 @@ beforeAll(async () => {
   const tid = 'ab1f708d-50f6-404c-a006-d71b2ac7a606';
   const token = `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ aud: 'https://storage.azure.com', iss: `https://sts.windows.net/${tid}/`, nbf: now - 60, iat: now - 60, exp: now + 3600, oid: '00000000-0000-0000-0000-0000000000aa', tid })}.x`;
   await writeFile(join(dir, 'token'), token);
-  await waitFor(async () => (await fetch(`${accountUrl}?comp=list`).catch(() => undefined))?.status !== undefined, { timeoutMs: 20_000, intervalMs: 100, what: 'Azurite answers' });
+  // Azurite loads slowly on a busy machine; an Azurite that exits fails the wait at once.
+  const exited = new AbortController();
+  azurite.once('exit', (code) => exited.abort(new Error(`Azurite exited (code ${code}) before answering`)));
+  await waitFor(async () => (await fetch(`${accountUrl}?comp=list`).catch(() => undefined))?.status !== undefined, {
+    timeoutMs: 60_000,
+    intervalMs: 100,
+    what: 'Azurite answers',
+    signal: exited.signal,
+  });
   const setup = new ContainerClient(`${accountUrl}/data`, { getToken: async () => ({ token, expiresOnTimestamp: (now + 3600) * 1000 }) });
   await setup.create();
   await setup.getBlockBlobClient('shared/readme.txt').upload('hello', 5);
-}, 60_000);
+}, 90_000);
 
 afterAll(async () => {
   if (previousTls === undefined) delete process.env.NODE_TLS_REJECT_UNAUTHORIZED;
