@@ -9,7 +9,7 @@
  */
 import { Decimal } from 'decimal.js';
 import { sql } from 'kysely';
-import type { Expression, Kysely, SqlBool } from 'kysely';
+import type { Expression, Kysely, RawBuilder, SqlBool } from 'kysely';
 import type { RateCard, Resources } from './config.js';
 import { withMeasuredExtras } from './measured-shares.js';
 import type { MeasuredSample } from './measured-shares.js';
@@ -60,16 +60,24 @@ function filterSql(f: UsageFilter): Expression<SqlBool> | null | true {
 }
 
 /** Raw sessions overlapping [from, to), grouped by user, with measured extras attached. */
-export async function loadSessions(db: Kysely<UsageDB>, filter: UsageFilter, from: number, to: number, now: Date): Promise<Map<string, PricedSession[]>> {
+export async function loadSessions(
+  db: Kysely<UsageDB>,
+  filter: UsageFilter,
+  from: number,
+  to: number,
+  now: Date,
+  onlyUsers?: readonly string[],
+): Promise<Map<string, PricedSession[]>> {
   const where = filterSql(filter);
   const out = new Map<string, PricedSession[]>();
-  if (where === null) return out;
+  if (where === null || onlyUsers?.length === 0) return out;
   const rows = await db
     .selectFrom('sessions')
     .select(['user_name', 'profile', 'resources', 'groups', 'started', 'stopped', 'last_seen'])
     .where('started', '<', new Date(to))
     .where((eb) => eb.or([eb('stopped', 'is', null), eb('stopped', '>', new Date(from))]))
     .$if(where !== true, (q) => q.where(where as Expression<SqlBool>))
+    .$if(onlyUsers !== undefined, (q) => q.where('user_name', 'in', [...onlyUsers!]))
     .orderBy('started')
     .orderBy('id')
     .execute();
@@ -109,6 +117,124 @@ export async function loadSessions(db: Kysely<UsageDB>, filter: UsageFilter, fro
 }
 
 /**
+ * SQL for the CTE `q` (after a `with`): the sessions matching `cond` cut into the same UTC-day
+ * pieces as `dayPieces` (clipped to [from, to) when given), one row per piece with `secs` and the
+ * increment `inc` of its day's card (null: no card, so free). Times are cut to milliseconds, as
+ * JavaScript Dates see them, so both paths round alike.
+ */
+export function piecesCte(cond: RawBuilder<unknown>, opts: { from?: Date; to?: Date; now: Date; cards: readonly RateCard[] }): RawBuilder<unknown> {
+  const sorted = [...opts.cards].sort((x, y) => (x.effectiveFrom < y.effectiveFrom ? -1 : 1));
+  const start = sql`date_trunc('milliseconds', started)`;
+  const end = sql`date_trunc('milliseconds', coalesce(stopped, least(last_seen, ${opts.now})))`;
+  return sql`s as (
+      select id, user_name, coalesce(profile, '') as profile, resources::text as resources, groups::text as groups, started,
+             ${opts.from ? sql`greatest(${start}, ${opts.from})` : start} as a,
+             ${opts.to ? sql`least(${end}, ${opts.to})` : end} as b
+      from sessions where ${cond}
+    ), p as (
+      select s.id, s.user_name, s.profile, s.resources, s.groups, s.started, d.day,
+             extract(epoch from (least(s.b, d.day + interval '1 day') - greatest(s.a, d.day))) as secs
+      from s cross join lateral generate_series(date_trunc('day', s.a, 'UTC'), s.b, interval '1 day') as d(day)
+      where s.b > s.a
+    ), q as (
+      select id, user_name, profile, resources, groups, started, day, secs,
+             (${sorted.map((c) => c.incrementSeconds)}::int[])[width_bucket(day, ${sorted.map((c) => `${c.effectiveFrom}T00:00:00Z`)}::timestamptz[])] as inc
+      from p where secs > 0
+    )`;
+}
+
+/** One aggregated row: a user's usage in one segment, per profile, resources and groups. */
+interface Aggregated {
+  user_name: string;
+  profile: string;
+  resources: string;
+  groups: string;
+  /** Latest day (or start) inside the row, to find the user's current groups. */
+  last: string;
+  seg: number;
+  sessions: string;
+  seconds: string;
+  billed: string;
+  cpu_extra?: string;
+  gib_extra?: string;
+}
+
+function toLines(rows: readonly Aggregated[], segStart: readonly number[]): Map<string, RolledUsage[]> {
+  const latest = new Map<string, { last: string; groups: string }>();
+  for (const r of rows) {
+    const cur = latest.get(r.user_name);
+    if (!cur || r.last > cur.last) latest.set(r.user_name, { last: r.last, groups: r.groups });
+  }
+  const parsed = new Map<string, string[]>();
+  const out = new Map<string, RolledUsage[]>();
+  for (const r of rows) {
+    const g = latest.get(r.user_name)!.groups;
+    let groups = parsed.get(g);
+    if (!groups) parsed.set(g, (groups = JSON.parse(g) as string[]));
+    const line: RolledUsage = {
+      day: segStart[Number(r.seg)]!,
+      profile: r.profile === '' ? null : r.profile,
+      resources: JSON.parse(r.resources) as Resources,
+      seconds: Number(r.seconds),
+      billedSeconds: Number(r.billed),
+      cpuExtra: new Decimal(r.cpu_extra ?? 0),
+      gibExtra: new Decimal(r.gib_extra ?? 0),
+      sessions: Number(r.sessions),
+      groups,
+    };
+    const list = out.get(r.user_name);
+    if (list) list.push(line);
+    else out.set(r.user_name, [line]);
+  }
+  return out;
+}
+
+/** Segment starts for [first, last): cut at every month start, card change and (day-aligned) cut. */
+function segments(first: number, last: number, cards: readonly RateCard[], cuts: readonly number[]): { bounds: number[]; segStart: number[] } {
+  const set = new Set<number>();
+  for (let m = nextMonth(first - 1); m < last; m = nextMonth(m)) set.add(m);
+  for (const c of cards) set.add(Date.parse(`${c.effectiveFrom}T00:00:00Z`));
+  for (const c of cuts) set.add(ceilDay(c));
+  const bounds = [...set].filter((b) => b > first && b < last).sort((a, b) => a - b);
+  return { bounds, segStart: [first, ...bounds] };
+}
+
+/**
+ * Raw sessions of users without measured samples, cut into the same UTC-day pieces as
+ * `dayPieces` (each rounded up to its day's card increment) and summed per segment in SQL, so a
+ * whole hub's month never crosses into JavaScript row by row. Only for day-aligned ranges.
+ */
+async function aggregateRaw(
+  db: Kysely<UsageDB>,
+  filter: UsageFilter,
+  from: number,
+  to: number,
+  now: Date,
+  cards: readonly RateCard[],
+  cuts: readonly number[],
+  exceptUsers: readonly string[],
+): Promise<{ lines: Map<string, RolledUsage[]>; groups: Map<string, string[]> }> {
+  const where = filterSql(filter);
+  if (where === null || to <= from) return { lines: new Map(), groups: new Map() };
+  const { bounds, segStart } = segments(from, to, cards, cuts);
+  const cond = sql`started < ${new Date(to)} and (stopped is null or stopped > ${new Date(from)})
+    ${where === true ? sql`` : sql`and ${where}`}
+    ${exceptUsers.length ? sql`and not (user_name = any(${[...exceptUsers]}::text[]))` : sql``}`;
+  // Times are cut to milliseconds, as JavaScript Dates see them, so both paths round alike.
+  const rows = await sql<Aggregated>`
+    with ${piecesCte(cond, { from: new Date(from), to: new Date(to), now, cards })}
+    select user_name, profile, resources, groups, to_char(max(started) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') as last,
+           width_bucket(day, ${bounds.map((b) => new Date(b).toISOString())}::timestamptz[]) as seg,
+           count(*)::text as sessions, sum(secs)::text as seconds,
+           coalesce(sum(ceil(secs / inc - 0.000000001) * inc), 0)::text as billed
+    from q group by user_name, profile, resources, groups, seg`.execute(db);
+  const lines = toLines(rows.rows, segStart);
+  const groups = new Map<string, string[]>();
+  for (const [user, list] of lines) groups.set(user, [...(list[0]?.groups ?? [])]);
+  return { lines, groups };
+}
+
+/**
  * Rolled-up days in [from, to) (a day counts in the range that holds its start), summed per user,
  * profile and resources within segments cut at every card change, month start and `cuts`.
  */
@@ -126,55 +252,54 @@ export async function loadRolled(
   const first = ceilDay(from);
   const last = ceilDay(to);
   if (last <= first) return out;
-  const bounds = new Set<number>();
-  for (let m = nextMonth(first - 1); m < last; m = nextMonth(m)) bounds.add(m);
-  for (const c of cards) bounds.add(Date.parse(`${c.effectiveFrom}T00:00:00Z`));
-  for (const c of cuts) bounds.add(ceilDay(c));
-  const sortedBounds = [...bounds].filter((b) => b > first && b < last).sort((a, b) => a - b);
-  const segStart = [first, ...sortedBounds];
-  const rows = await sql<{ user_name: string; profile: string; resources: unknown; seg: number; sessions: string; seconds: string; billed: string; cpu_extra: string; gib_extra: string }>`
-    select user_name, profile, resources, width_bucket(day, ${sortedBounds.map(isoDay)}::text[]) as seg,
+  const { bounds: sortedBounds, segStart } = segments(first, last, cards, cuts);
+  // Groups are part of the key (they rarely change within a range), so one scan also yields each
+  // user's groups on their latest day; summing per key is linear, so the split changes no money.
+  const rows = await sql<Aggregated & { cpu_extra: string; gib_extra: string }>`
+    select user_name, profile, resources::text as resources, groups::text as groups, max(day) as last,
+           width_bucket(day, ${sortedBounds.map(isoDay)}::text[]) as seg,
            sum(sessions)::text as sessions, sum(seconds)::text as seconds, sum(billed_seconds)::text as billed,
            sum(cpu_extra)::text as cpu_extra, sum(gib_extra)::text as gib_extra
     from daily_usage
     where day >= ${isoDay(first)} and day < ${isoDay(last)} ${where === true ? sql`` : sql`and ${where}`}
-    group by user_name, profile, resources, seg`.execute(db);
-  if (rows.rows.length === 0) return out;
-  // A user's groups are those of their latest rolled-up day (like the latest session for raw data).
-  const latest = await sql<{ user_name: string; groups: unknown }>`
-    select distinct on (user_name) user_name, groups from daily_usage
-    where day >= ${isoDay(first)} and day < ${isoDay(last)} ${where === true ? sql`` : sql`and ${where}`}
-    order by user_name, day desc`.execute(db);
-  const groupsOf = new Map(latest.rows.map((r) => [r.user_name, asJson<string[]>(r.groups)]));
-  for (const r of rows.rows) {
-    const line: RolledUsage = {
-      day: segStart[Number(r.seg)]!,
-      profile: r.profile === '' ? null : r.profile,
-      resources: asJson<Resources>(r.resources),
-      seconds: Number(r.seconds),
-      billedSeconds: Number(r.billed),
-      cpuExtra: new Decimal(r.cpu_extra),
-      gibExtra: new Decimal(r.gib_extra),
-      sessions: Number(r.sessions),
-      groups: groupsOf.get(r.user_name) ?? [],
-    };
-    const list = out.get(r.user_name);
-    if (list) list.push(line);
-    else out.set(r.user_name, [line]);
-  }
-  return out;
+    group by user_name, profile, resources::text, groups::text, seg`.execute(db);
+  return toLines(rows.rows, segStart);
 }
 
-/** Everything priced for [from, to): raw sessions and rollups, per user. */
+/**
+ * Everything priced for [from, to): raw sessions and rollups, per user. For day-aligned ranges the
+ * raw sessions of users without measured samples are summed in SQL (`rolledByUser` then holds them
+ * too); users with samples, and ranges that start or end inside a day, are priced session by session.
+ */
 export async function loadUsage(
   db: Kysely<UsageDB>,
   filter: UsageFilter,
   range: { from: number; to: number; now: Date; cards: readonly RateCard[]; cuts?: readonly number[] },
 ): Promise<LoadedUsage> {
-  const [sessionsByUser, rolledByUser] = await Promise.all([
-    loadSessions(db, filter, range.from, range.to, range.now),
-    loadRolled(db, filter, range.from, range.to, range.cards, range.cuts),
+  const cuts = range.cuts ?? [];
+  const aligned = [range.from, range.to, ...cuts].every((t) => t % DAY_MS === 0);
+  const rolledP = loadRolled(db, filter, range.from, range.to, range.cards, cuts);
+  if (!aligned) {
+    const [sessionsByUser, rolledByUser] = await Promise.all([loadSessions(db, filter, range.from, range.to, range.now), rolledP]);
+    return { sessionsByUser, rolledByUser };
+  }
+  const sampled = await db
+    .selectFrom('measured_samples')
+    .select('user_name')
+    .distinct()
+    .where('at', '>', new Date(range.from))
+    .where('at', '<', new Date(range.to + SAMPLE_SLACK_MS))
+    .execute();
+  const sampledUsers = sampled.map((r) => r.user_name);
+  const [sessionsByUser, raw, rolledByUser] = await Promise.all([
+    loadSessions(db, filter, range.from, range.to, range.now, sampledUsers),
+    aggregateRaw(db, filter, range.from, range.to, range.now, range.cards, cuts, sampledUsers),
+    rolledP,
   ]);
+  // Raw sessions are newer than any rollup, so their groups are the user's current ones.
+  for (const [user, lines] of raw.lines) {
+    const older = (rolledByUser.get(user) ?? []).map((l) => ({ ...l, groups: raw.groups.get(user) ?? l.groups }));
+    rolledByUser.set(user, [...older, ...lines]);
+  }
   return { sessionsByUser, rolledByUser };
 }
-

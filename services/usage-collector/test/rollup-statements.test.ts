@@ -114,7 +114,9 @@ describe('statements from rollups', () => {
     ],
     attribution: { rule: 'split', groupOrder: ['phys'] },
   });
-  const users = ['ann', 'ben', 'cat', 'dan', 'eve', 'fay', 'gus'];
+  const users = ['ann', 'ben', 'cat', 'dan', 'eve', 'fay', 'gus', 'hal', 'ida'];
+  // These two have no measured samples: their raw sessions are summed in SQL, the others' in code.
+  const unmeasured = new Set(['hal', 'ida']);
   const groupsOf = (i: number) => [['phys'], ['chem'], ['phys', 'chem'], ['bio', 'chem', 'phys'], []][i % 5]!;
 
   async function fixture(): Promise<void> {
@@ -127,6 +129,7 @@ describe('statements from rollups', () => {
         const length = (60 + rnd(30 * 3600)) * 1000 + rnd(1000);
         await insertSession(user, k % 3 === 0 ? 'named' : '', `p${k % 2}`, res([0.5, 1, 2][k % 3]!, [1, 4, 8][rnd(3)]!, k % 7 === 0 ? 1 : 0), groupsOf(i), new Date(start), new Date(start + length));
       }
+      if (unmeasured.has(user)) continue;
       // Some measured samples, above and below the requests.
       const samples = new Map<string, { cpuSeconds: number; memoryWorkingSetBytes: number; cpuRequest: number; memoryRequestBytes: number }>();
       for (let k = 0; k < 40; k += 1) {
