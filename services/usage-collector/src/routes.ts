@@ -137,11 +137,8 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
       const model = await hub.getUser(user);
       if (model) return [...(model.groups ?? [])];
     }
-    if (await repo.knownUser(user)) {
-      const rows = await repo.overlapping({ from: new Date(MIN_T), to: new Date(MAX_T), users: [user] });
-      return rows.at(-1)?.groups ?? [];
-    }
-    return null;
+    // Not (or no longer) a hub user, but with recorded usage: the groups that usage was recorded with.
+    return repo.lastGroups(user);
   }
 
   async function groupExists(group: string): Promise<boolean> {

@@ -190,19 +190,26 @@ export function sessionsRepository(db: Kysely<UsageDB>) {
       });
     },
 
+    /** Whether the user has any usage, raw or rolled up (rollups outlive raw sessions). */
     async knownUser(name: string): Promise<boolean> {
       const r = await db.selectFrom('sessions').select('id').where('user_name', '=', name).limit(1).executeTakeFirst();
-      return r !== undefined;
+      if (r !== undefined) return true;
+      return (await db.selectFrom('daily_usage').select('day').where('user_name', '=', name).limit(1).executeTakeFirst()) !== undefined;
+    },
+
+    /** The user's groups as last recorded (latest raw session, else latest rolled-up day). */
+    async lastGroups(name: string): Promise<string[] | null> {
+      const raw = await db.selectFrom('sessions').select('groups').where('user_name', '=', name).orderBy('started', 'desc').limit(1).executeTakeFirst();
+      if (raw) return asJson<string[]>(raw.groups);
+      const day = await db.selectFrom('daily_usage').select('groups').where('user_name', '=', name).orderBy('day', 'desc').limit(1).executeTakeFirst();
+      return day ? asJson<string[]>(day.groups) : null;
     },
 
     async knownGroup(name: string): Promise<boolean> {
-      const r = await db
-        .selectFrom('sessions')
-        .select('id')
-        .where(sql`groups`, '@>', sql`${JSON.stringify([name])}::jsonb`)
-        .limit(1)
-        .executeTakeFirst();
-      return r !== undefined;
+      const contains = sql<boolean>`groups @> ${JSON.stringify([name])}::jsonb`;
+      const r = await db.selectFrom('sessions').select('id').where(contains).limit(1).executeTakeFirst();
+      if (r !== undefined) return true;
+      return (await db.selectFrom('daily_usage').select('day').where(contains).limit(1).executeTakeFirst()) !== undefined;
     },
 
     async lastPoll(): Promise<Date | null> {

@@ -17,7 +17,10 @@ import type { RunningHub, TestDatabase } from '@hubside/testing';
 import fc from 'fast-check';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Kysely } from 'kysely';
 import { buildApp, configSchema } from '../src/index.js';
+import { rollupSessions } from '../src/retention.js';
+import type { UsageDB } from '../src/usage.table.js';
 
 const CLI = fileURLToPath(new URL('../../../packages/cli/bin/hubside.js', import.meta.url));
 const HUB_DIR = fileURLToPath(new URL('../../../hub', import.meta.url));
@@ -242,6 +245,20 @@ describe('validation', () => {
     expect(res.body).toMatchObject({ statusCode: 400 });
   });
 
+  it('malformed bodies and methods get a 4xx JSON error, never a 5xx', async () => {
+    for (const method of ['POST', 'PUT', 'DELETE'] as const) {
+      const res = await app.inject({
+        method,
+        url: `${PREFIX}api/usage`,
+        headers: { authorization: `token ${tokens.root}`, 'content-type': 'application/json' },
+        payload: '{"from": ',
+      });
+      expect(res.statusCode).toBeGreaterThanOrEqual(400);
+      expect(res.statusCode).toBeLessThan(500);
+      expect(res.json()).toMatchObject({ statusCode: res.statusCode });
+    }
+  });
+
   it('arbitrary query strings never cause a 5xx', async () => {
     await fc.assert(
       fc.asyncProperty(
@@ -313,6 +330,17 @@ describe('statements', () => {
     const prof = await get('api/statements?period=2026-10', 'prof');
     expect(prof.status).toBe(200);
     expect((prof.body as { groups: { group: string }[] }).groups.map((g) => g.group)).toEqual(['phys']);
+
+    // Retention folds the month into daily rollups and deletes the raw rows: the API answers the same.
+    const usage = await get('api/usage?from=2026-10-01&to=2026-11-02&granularity=day', 'root');
+    const gina = await get('api/statements?period=2026-10&user=gina', 'root');
+    const rolled = await rollupSessions(app.db as Kysely<UsageDB>, new Date('2026-11-10T00:00:00Z'), config.rateCards);
+    expect(rolled.sessions).toBe(rows.length);
+    expect((await get('api/sessions?user=erin&from=2026-10-01&to=2026-11-01', 'root')).body).toEqual({ sessions: [] });
+    expect(await get('api/statements?period=2026-10', 'root')).toEqual(res);
+    expect(await get('api/statements?period=2026-10', 'prof')).toEqual(prof);
+    expect(await get('api/statements?period=2026-10&user=gina', 'root')).toEqual(gina);
+    expect(await get('api/usage?from=2026-10-01&to=2026-11-02&granularity=day', 'root')).toEqual(usage);
   });
 });
 
