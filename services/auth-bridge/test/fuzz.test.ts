@@ -87,7 +87,38 @@ describe('fuzzing', () => {
           expect(ok, `${method} ${path} ${qs} -> ${res.statusCode} ${res.body.slice(0, 200)}`).toBe(true);
         },
       ),
-      { numRuns: 300 },
+      { numRuns: 300, ...(process.env.HUBSIDE_FUZZ_SEED ? { seed: Number(process.env.HUBSIDE_FUZZ_SEED) } : {}) },
     );
+  });
+
+  it('answers a NUL anywhere with a 4xx, never a database error', async () => {
+    const nul = encodeURIComponent('\u0000');
+    const cases: [string, string, string?][] = [
+      ['GET', `oidc/auth?client_id=hub&redirect_uri=${encodeURIComponent('http://rp.invalid/cb')}&response_type=code&scope=openid&state=${nul}`],
+      ['GET', `oidc/auth?client_id=${nul}`],
+      ['GET', `callback/down?state=${nul}&code=x`],
+      ['GET', `code/${nul}`],
+      ['GET', `interaction/${nul}`],
+      ['POST', 'oidc/token', `grant_type=refresh_token&refresh_token=${nul}&client_id=hub&client_secret=hub-secret`],
+      ['POST', 'oidc/token', `grant_type=authorization_code&code=${nul}&client_id=hub&client_secret=hub-secret`],
+      ['POST', 'oidc/me', `access_token=${nul}`],
+    ];
+    for (const [method, path, body] of cases) {
+      const res = await app.inject({
+        method: method as 'GET' | 'POST',
+        url: `${PREFIX}${path}`,
+        ...(body ? { headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: body } : {}),
+      });
+      expect(res.statusCode, `${method} ${path} -> ${res.statusCode} ${res.body.slice(0, 200)}`).toBeGreaterThanOrEqual(400);
+      expect(res.statusCode, `${method} ${path} -> ${res.statusCode} ${res.body.slice(0, 200)}`).toBeLessThan(500);
+    }
+    // RFC 7009: revoking a token that does not exist is a success, NUL or not.
+    const revoke = await app.inject({
+      method: 'POST',
+      url: `${PREFIX}oidc/token/revocation`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: `token=${nul}&client_id=hub&client_secret=hub-secret`,
+    });
+    expect(revoke.statusCode).toBe(200);
   });
 });

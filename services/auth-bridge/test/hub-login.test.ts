@@ -143,6 +143,12 @@ describe('event access codes and the admin API', () => {
     expect(logins.some((l) => l.outcome === 'success')).toBe(true);
     expect(logins.some((l) => l.reason === 'hub_domain')).toBe(true);
 
+    // Text the database cannot hold (a NUL) is a 400, not a database error.
+    const nul = await fetch(`${hub.url}${PREFIX}api/hubs/community/users/a%00b/sessions`, { method: 'DELETE', headers: { authorization: `token ${adminToken}` } });
+    expect(nul.status).toBe(400);
+    const nulLogins = await fetch(`${hub.url}${PREFIX}api/logins?hub=%00`, { headers: auth() });
+    expect(nulLogins.status).toBe(400);
+
     // bob came in with a workshop code and is no hub admin.
     const bobToken = await hub.createToken('bob@uni-b.edu');
     const forbidden = await fetch(`${hub.url}${PREFIX}api/hubs`, { headers: { authorization: `token ${bobToken}` } });

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import type { DB } from '../db.table.js';
+import { storable } from '../text.js';
 
 /**
  * oidc-provider's storage on kysely: every model (Session, Grant, AuthorizationCode, AccessToken,
@@ -38,22 +39,27 @@ export function createOidcAdapter(db: Kysely<DB>, model: string): Adapter {
         .onConflict((oc) => oc.columns(['model', 'id']).doUpdateSet(values))
         .execute();
     },
+    // Ids come from requests (tokens, codes, cookies); one the database cannot even hold
+    // (a NUL) is simply not found, rather than an error.
     async find(id) {
-      return unpack(await live().where('id', '=', id).executeTakeFirst());
+      return storable(id) ? unpack(await live().where('id', '=', id).executeTakeFirst()) : undefined;
     },
     async findByUserCode(userCode) {
-      return unpack(await live().where('user_code', '=', userCode).executeTakeFirst());
+      return storable(userCode) ? unpack(await live().where('user_code', '=', userCode).executeTakeFirst()) : undefined;
     },
     async findByUid(uid) {
-      return unpack(await live().where('uid', '=', uid).executeTakeFirst());
+      return storable(uid) ? unpack(await live().where('uid', '=', uid).executeTakeFirst()) : undefined;
     },
     async consume(id) {
+      if (!storable(id)) return;
       await db.updateTable('oidc_model').set({ consumed_at: new Date() }).where('model', '=', model).where('id', '=', id).execute();
     },
     async destroy(id) {
+      if (!storable(id)) return;
       await db.deleteFrom('oidc_model').where('model', '=', model).where('id', '=', id).execute();
     },
     async revokeByGrantId(grantId) {
+      if (!storable(grantId)) return;
       // A grant's codes and tokens live under several models; revoking the grant removes them all.
       await db.deleteFrom('oidc_model').where('grant_id', '=', grantId).execute();
     },

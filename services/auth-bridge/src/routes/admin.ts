@@ -7,11 +7,12 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { hubIdps } from '../config.js';
 import { hashCode, newSecret } from '../bridge.js';
+import { dbText } from '../text.js';
 
 const NotFound = createError('HUBSIDE_AUTH_ERR_NOT_FOUND', '%s', 404);
 const BadRequest = createError('HUBSIDE_AUTH_ERR_BAD_REQUEST', '%s', 400);
 
-const hubParam = z.object({ hub: z.string().min(1).max(100) });
+const hubParam = z.object({ hub: dbText(100) });
 
 /** The admin API: hub admins only (their hub token or a service token with admin:users). */
 async function adminRoutes(app: FastifyInstance): Promise<void> {
@@ -56,7 +57,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
     {
       config: auth,
       preHandler: requireAdmin,
-      schema: { querystring: z.object({ hub: z.string().max(100).optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }) },
+      schema: { querystring: z.object({ hub: dbText(100).optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }) },
     },
     async (request) => {
       let q = db.selectFrom('login_event').selectAll().orderBy('id', 'desc').limit(request.query.limit);
@@ -68,7 +69,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
 
   typed.delete(
     `${prefix}api/hubs/:hub/users/:username/sessions`,
-    { config: auth, preHandler: requireAdmin, schema: { params: hubParam.extend({ username: z.string().min(1).max(255) }) } },
+    { config: auth, preHandler: requireAdmin, schema: { params: hubParam.extend({ username: dbText(255) }) } },
     async (request) => {
       knownHub(request.params.hub);
       const accounts = await db
@@ -87,10 +88,10 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
 
   const codeBody = z
     .object({
-      group: z.string().min(1).max(255),
+      group: dbText(255),
       expiresAt: z.iso.datetime({ offset: true }),
       maxUses: z.number().int().min(1).max(100_000),
-      idps: z.array(z.string()).default([]),
+      idps: z.array(dbText(100)).max(100).default([]),
     })
     .strict();
 

@@ -10,6 +10,7 @@ import { hashCode } from '../bridge.js';
 import { CHOOSER_JS, PAGE_CSP, chooserPage, errorPage } from '../pages.js';
 import { applyRules } from '../rules.js';
 import { UpstreamError } from '../upstream.js';
+import { storable } from '../text.js';
 
 export const LAST_IDP_COOKIE = 'hubside_auth_last_idp';
 export const ACCESS_CODE_COOKIE = 'hubside_auth_access_code';
@@ -174,7 +175,8 @@ async function loginRoutes(app: FastifyInstance): Promise<void> {
     async (request, reply) => {
       const upstream = b.upstreams.get(request.params.idp);
       if (!upstream) return refusal(reply, 404, 'Unknown institution', 'There is no institution by that name here.');
-      const state = typeof request.query.state === 'string' ? request.query.state : undefined;
+      // Our states are random base64url; anything else (a NUL, a list) matches no login.
+      const state = storable(request.query.state) ? request.query.state : undefined;
       // Taking the row deletes it: a state (and with it the code) is good for one try only.
       const row = state
         ? await db.deleteFrom('upstream_login').where('state', '=', state).returningAll().executeTakeFirst()
