@@ -398,7 +398,9 @@ describe('database on pglite only', () => {
     } finally {
       await second.destroy();
     }
-  });
+    // A fresh directory has no cached template, so this pays for a whole PGlite initdb plus
+    // two opens; on a loaded 2-core machine that alone can take half a minute.
+  }, 120_000);
 });
 
 describe('database on postgres only', () => {
