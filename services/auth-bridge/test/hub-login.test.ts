@@ -5,12 +5,13 @@
  * upstream. hub-login-basic.test.ts does the same with HTTP Basic client authentication.
  */
 import { waitFor } from '@hubside/testing';
+import fc from 'fast-check';
 import type { RunningHub } from '@hubside/testing';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loginVia, startBridgedHub } from './fixtures/hub.js';
 import type { BridgedHub } from './fixtures/hub.js';
-import { PREFIX } from './fixtures/setup.js';
+import { PREFIX, portOf } from './fixtures/setup.js';
 import type { Universities } from './fixtures/setup.js';
 
 let env: BridgedHub;
@@ -163,4 +164,48 @@ describe('event access codes and the admin API', () => {
     const rows = await bridge.db.selectFrom('oidc_model').select('id').where('account_id', '=', alice.id).execute();
     expect(rows).toEqual([]);
   });
+});
+
+describe('the admin API under fuzzing, with a real hub admin token', () => {
+  it('answers every method, path and body with a result or a 4xx in the error format, never a 500', async () => {
+    const direct = `http://127.0.0.1:${portOf(bridge)}${PREFIX}`;
+    const segment = fc.oneof(fc.constantFrom('community', 'nope', 'alice', '', '..', '%00', '%zz', crypto.randomUUID()), fc.string({ maxLength: 20 }).map(encodeURIComponent));
+    const path = fc.oneof(
+      fc.constant('api/hubs'),
+      fc.constant('api/idps'),
+      fc.tuple(segment, fc.oneof(fc.integer({ min: -5, max: 5000 }).map(String), segment)).map(([hub, limit]) => `api/logins?hub=${hub}&limit=${limit}`),
+      fc.tuple(segment, segment).map(([hub, user]) => `api/hubs/${hub}/users/${user}/sessions`),
+      segment.map((hub) => `api/hubs/${hub}/codes`),
+      fc.tuple(segment, segment).map(([hub, id]) => `api/hubs/${hub}/codes/${id}`),
+    );
+    const body = fc.oneof(
+      fc.constant(undefined),
+      fc.record(
+        {
+          group: fc.oneof(fc.string({ maxLength: 300 }), fc.integer(), fc.constant('\u0000')),
+          expiresAt: fc.oneof(fc.date({ noInvalidDate: true }).map((d) => d.toISOString()), fc.string({ maxLength: 30 })),
+          maxUses: fc.oneof(fc.integer({ min: -2, max: 200_000 }), fc.double()),
+          idps: fc.oneof(fc.array(fc.constantFrom('uni-a', 'uni-b', 'nope', ''), { maxLength: 3 }), fc.string()),
+          extra: fc.string(),
+        },
+        { requiredKeys: [] },
+      ).map((o) => JSON.stringify(o)),
+      fc.constantFrom('not json', '[]', 'null', '{"group":'),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom('GET', 'POST', 'DELETE', 'PUT'), path, body, async (method, p, payload) => {
+        const res = await fetch(`${direct}${p}`, {
+          method,
+          headers: { authorization: `token ${adminToken}`, ...(payload !== undefined ? { 'content-type': 'application/json' } : {}) },
+          ...(payload !== undefined && method !== 'GET' ? { body: payload } : {}),
+          signal: AbortSignal.timeout(10_000),
+        });
+        const text = await res.text();
+        const what = `${method} ${p} ${payload ?? ''} -> ${res.status} ${text.slice(0, 200)}`;
+        expect(res.status, what).toBeLessThan(500);
+        if (res.status >= 400) expect(JSON.parse(text), what).toMatchObject({ statusCode: res.status, error: expect.any(String), message: expect.any(String) });
+      }),
+      { numRuns: 300, ...(process.env.HUBSIDE_FUZZ_SEED ? { seed: Number(process.env.HUBSIDE_FUZZ_SEED) } : {}) },
+    );
+  }, 120_000);
 });
