@@ -8,9 +8,9 @@ import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import { evaluateBudgets, quotaFrom } from '../budgets.js';
 import type { Budget, UsageCollectorConfig } from '../config.js';
-import { DAY_MS, buildStatement, chargeUser, hoursOf, monthStart, nextMonth, primaryGroup, priceSession, roundMoney, sortCards, Tally } from '../pricing.js';
+import { DAY_MS, buildStatement, chargeUser, dayStart, hoursOf, monthStart, nextMonth, primaryGroup, priceSession, roundMoney, sortCards, Tally } from '../pricing.js';
 import type { SessionsRepository } from '../sessions-repository.js';
-import { loadUsage } from '../usage-source.js';
+import { loadSessions, loadUsage } from '../usage-source.js';
 import type { UsageFilter } from '../usage-source.js';
 import type { UsageDB } from '../usage.table.js';
 import { budgetUsed, budgetWindowStart, byProfile, dailyBreakdown, daysOf, percent, ratio, runsOut, userBudget } from './aggregate.js';
@@ -75,23 +75,52 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
     return new Map(r.rows.map((x) => [x.user_name, Number(x.idle)]));
   }
 
-  /** Budget use of many users, each in their own budget's window, with one load per distinct window. */
-  async function budgetsOf(users: readonly string[], now: number): Promise<Map<string, { b: Budget; used: Decimal }>> {
-    const windows = new Map<number, string[]>();
-    for (const u of users) {
-      const b = userBudget(config, u);
-      if (!b) continue;
-      const start = budgetWindowStart(b, now);
-      const list = windows.get(start);
-      if (list) list.push(u);
-      else windows.set(start, [u]);
+  /**
+   * Usage in a budget window [start, now), loaded so that loadUsage can sum it in SQL: the load is
+   * day-aligned (whole days from the day after `start` to the end of today), and only the sessions
+   * of `start`'s own day are read one by one and clipped to [start, end of that day). Pieces are
+   * per UTC day, so this prices exactly what the quota API prices, without reading every session.
+   */
+  async function windowUsage(filter: UsageFilter, start: number, now: number): Promise<Usage> {
+    const first = dayStart(start);
+    const aligned = first === start;
+    const next = aligned ? start : first + DAY_MS;
+    const today = dayStart(now);
+    const usage = await loadUsage(db, filter, { from: monthStart(first), to: today + DAY_MS, now: new Date(now), cards, cuts: [...new Set([next, today, monthStart(now)])] });
+    if (aligned) return usage;
+    const partial = await loadSessions(db, filter, start, Math.min(next, now), new Date(now));
+    for (const [user, list] of partial) {
+      // Users priced session by session already have their whole sessions in the load.
+      if (usage.sessionsByUser.has(user)) continue;
+      const clipped = list.map((x) => ({ ...x, start: new Date(Math.max(x.start.getTime(), start)), end: new Date(Math.min(x.end.getTime(), next)) })).filter((x) => x.end > x.start);
+      if (clipped.length) usage.sessionsByUser.set(user, clipped);
+    }
+    return usage;
+  }
+
+  /**
+   * Budget use of some users, or (undefined) of everyone with usage in a budget window, each in
+   * their own budget's window, with one load per distinct window.
+   */
+  async function budgetsOf(users: readonly string[] | undefined, now: number): Promise<Map<string, { b: Budget; used: Decimal }>> {
+    const windows = new Map<number, string[] | undefined>();
+    if (users) {
+      for (const u of users) {
+        const b = userBudget(config, u);
+        if (!b) continue;
+        const start = budgetWindowStart(b, now);
+        windows.set(start, [...(windows.get(start) ?? []), u]);
+      }
+    } else {
+      for (const b of [config.budgets.default, ...Object.values(config.budgets.users)]) if (b) windows.set(budgetWindowStart(b, now), undefined);
     }
     const out = new Map<string, { b: Budget; used: Decimal }>();
     for (const [start, list] of windows) {
       // A student's budget counts their usage in every course, so this load is by user, not by group.
-      const usage = await loadUsage(db, { users: list }, { from: monthStart(start), to: now, now: new Date(now), cards, cuts: [start] });
-      for (const u of list) {
-        const b = userBudget(config, u)!;
+      const usage = await windowUsage(list ? { users: list } : {}, start, now);
+      for (const u of list ?? new Set([...usage.sessionsByUser.keys(), ...usage.rolledByUser.keys()])) {
+        const b = userBudget(config, u);
+        if (!b || budgetWindowStart(b, now) !== start) continue;
         out.set(u, { b, used: budgetUsed(b, u, usage, now, cards) });
       }
     }
@@ -258,12 +287,11 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
   async function hubData(range: Range, now: number) {
     const mStart = monthStart(now);
     const mEnd = nextMonth(now);
-    // One load serves the statement, the charts, this month's forecast and every user budget window.
-    const windows = new Set<number>([mStart]);
-    for (const b of [config.budgets.default, ...Object.values(config.budgets.users), ...Object.values(config.budgets.groups)]) if (b) windows.add(budgetWindowStart(b, now));
-    const spanFrom = Math.min(monthStart(range.from), ...[...windows].map(monthStart));
-    const spanTo = Math.max(range.to, now);
-    const usage = await loadUsage(db, {}, { from: spanFrom, to: spanTo, now: new Date(now), cards, cuts: [range.from, range.to, ...windows, ...daysOf(range.from, range.to)] });
+    // One day-aligned load (so loadUsage can sum whole days in SQL) serves the statement, the
+    // charts and this month's forecast; budgets read their own windows.
+    const spanFrom = Math.min(monthStart(range.from), mStart);
+    const spanTo = Math.max(range.to, dayStart(now) + DAY_MS);
+    const usage = await loadUsage(db, {}, { from: spanFrom, to: spanTo, now: new Date(now), cards, cuts: [range.from, range.to, mStart, ...daysOf(range.from, range.to)] });
     const inRange: Usage = { sessionsByUser: usage.sessionsByUser, rolledByUser: usage.rolledByUser };
     const statement = statementOf(inRange, range);
     const rule = config.attribution.rule;
@@ -287,25 +315,13 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
 
     // Budgets at risk: each user's budget in its own window, and each group budget.
     const atRisk: { kind: 'user' | 'group'; subject: string; used: string; limit: string; unit: string; percent: number }[] = [];
-    for (const u of new Set([...usage.sessionsByUser.keys(), ...usage.rolledByUser.keys()])) {
-      const b = userBudget(config, u);
-      if (b) {
-        const used = budgetUsed(b, u, usage, now, cards);
-        const r = ratio(used, b.limit);
-        if (r >= AT_RISK) atRisk.push({ kind: 'user', subject: u, used: used.toFixed(2), limit: new Decimal(b.limit).toFixed(2), unit: b.unit, percent: percent(r) });
-      }
+    for (const [u, { b, used }] of await budgetsOf(undefined, now)) {
+      const r = ratio(used, b.limit);
+      if (r >= AT_RISK) atRisk.push({ kind: 'user', subject: u, used: used.toFixed(2), limit: new Decimal(b.limit).toFixed(2), unit: b.unit, percent: percent(r) });
     }
     for (const [g, b] of Object.entries(config.budgets.groups)) {
-      // Like the quota API: the group's members' usage in sessions recorded under that group.
-      const only: Usage = { sessionsByUser: new Map(), rolledByUser: new Map() };
-      for (const [u, list] of usage.sessionsByUser) {
-        const mine = list.filter((s) => s.groups.includes(g));
-        if (mine.length) only.sessionsByUser.set(u, mine);
-      }
-      for (const [u, list] of usage.rolledByUser) {
-        const mine = list.filter((r) => r.groups.includes(g));
-        if (mine.length) only.rolledByUser.set(u, mine);
-      }
+      // Like the quota API: usage recorded under that group, in the group budget's window.
+      const only = await windowUsage({ groups: [g] }, budgetWindowStart(b, now), now);
       let used = new Decimal(0);
       for (const u of new Set([...only.sessionsByUser.keys(), ...only.rolledByUser.keys()])) used = used.plus(budgetUsed(b, u, only, now, cards));
       const r = ratio(used, b.limit);
