@@ -332,6 +332,33 @@ describe('persistence and keys', () => {
   });
 });
 
+describe('key rotation by age', () => {
+  it('rotates a signing key older than keyRotationDays at start-up, and sessions and tokens carry on', async () => {
+    const first = await login({ uni: 'a', name: 'alice' });
+    const { tokens } = await redeem(first);
+    const before = (await (await fetch(`${issuer}/jwks`)).json()) as { keys: { kid: string }[] };
+    // The active key was made 91 days ago (the default limit is 90).
+    await app.db
+      .updateTable('signing_key')
+      .set({ created_at: new Date(Date.now() - 91 * 86_400_000) })
+      .where('kind', '=', 'signing')
+      .where('retired_at', 'is', null)
+      .execute();
+    await restart();
+    const after = (await (await fetch(`${issuer}/jwks`)).json()) as { keys: { kid: string }[] };
+    expect(after.keys[0]!.kid).not.toBe(before.keys[0]!.kid);
+    expect(after.keys.map((k) => k.kid)).toContain(before.keys[0]!.kid);
+    // The old key stays published (what it signed still verifies), the refresh token still works,
+    // and the browser session logs in without the university.
+    expect((await client.refreshTokenGrant(first.config, tokens.refresh_token!)).claims()!.sub).toBe(tokens.claims()!.sub);
+    unis.a.nextUser = undefined;
+    const again = await rpLogin(first.browser, issuer, RP, { extra: { idp_hint: 'uni-a' } });
+    const { tokens: newTokens } = await redeem({ ...again, browser: first.browser });
+    const header = JSON.parse(Buffer.from(newTokens.id_token!.split('.')[0]!, 'base64url').toString()) as { kid: string };
+    expect(header.kid).toBe(after.keys[0]!.kid);
+  });
+});
+
 describe('lifetimes and cleanup', () => {
   const secondsLeft = (at: Date | string) => (new Date(at).getTime() - Date.now()) / 1000;
   const near = (actual: number, expected: number) => expect(Math.abs(actual - expected), `${actual} s vs ${expected} s`).toBeLessThan(120);
