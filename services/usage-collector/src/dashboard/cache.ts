@@ -56,11 +56,16 @@ export function createViewCache(db: Kysely<any>, opts: ViewCacheOptions = {}) {
         return hit.value;
       }
       const value = compute();
-      entries.set(key, { version: v, at: clock(), value });
-      // A failed computation is not remembered.
-      value.catch(() => {
-        if (entries.get(key)?.value === value) entries.delete(key);
-      });
+      const entry: Entry<T> = { version: v, at: clock(), value };
+      entries.set(key, entry);
+      value.then(
+        // The time to live counts from when the answer is ready: a slow computation is still worth reusing.
+        () => (entry.at = clock()),
+        // A failed computation is not remembered.
+        () => {
+          if (entries.get(key) === entry) entries.delete(key);
+        },
+      );
       while (entries.size > maxEntries) entries.delete(entries.keys().next().value!);
       return value;
     },

@@ -50,6 +50,15 @@ describe('the view cache', () => {
 
     clock += 60_000;
     expect(await cache.get('k', compute)).toBe(5);
+
+    // The time to live starts when a slow answer is ready, not when it was asked for.
+    const slow = async () => {
+      clock += 90_000;
+      return 'slow';
+    };
+    expect(await cache.get('slow', slow)).toBe('slow');
+    clock += 30_000;
+    expect(await cache.get('slow', async () => 'recomputed')).toBe('slow');
   });
 
   it('shares one computation between concurrent requests and forgets failures', async () => {
