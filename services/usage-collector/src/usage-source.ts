@@ -133,7 +133,8 @@ export function piecesCte(cond: RawBuilder<unknown>, opts: { from?: Date; to?: D
       from sessions where ${cond}
     ), p as (
       select s.id, s.user_name, s.profile, s.resources, s.groups, s.started, d.day,
-             extract(epoch from (least(s.b, d.day + interval '1 day') - greatest(s.a, d.day))) as secs
+             -- date_part gives a double, as JavaScript computes it, so the increment rounding agrees bit for bit.
+             date_part('epoch', least(s.b, d.day + interval '1 day') - greatest(s.a, d.day)) as secs
       from s cross join lateral generate_series(date_trunc('day', s.a, 'UTC'), s.b, interval '1 day') as d(day)
       where s.b > s.a
     ), q as (
