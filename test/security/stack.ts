@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
-import { loggerOptions, resolveSettings } from '@hubside/service-kit';
+import { loggerOptions, resolveSettings, withoutPrototypes } from '@hubside/service-kit';
 import pino from 'pino';
 import type { RegisteredRoute, ServiceName } from '@hubside/service-kit';
 import { createTestDatabase, startHub } from '@hubside/testing';
@@ -143,31 +143,32 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     ...extra,
   });
 
+  // Configs go through withoutPrototypes, as loadSection does for a real service.
   const apps = {} as Record<Service, FastifyInstance>;
   try {
-    apps['profile-api'] = await buildProfiles({ ...common('profile-api'), config: profileConfig.parse({ profiles: communityProfiles, adminGroups: ['profile-editors'] }) });
+    apps['profile-api'] = await buildProfiles({ ...common('profile-api'), config: withoutPrototypes(profileConfig.parse({ profiles: communityProfiles, adminGroups: ['profile-editors'] })) });
     apps['usage-collector'] = await buildUsage({
       ...common('usage-collector'),
-      config: usageConfig.parse({ access: { adminGroups: [], managers: { alice: ['physics'] } } }),
+      config: withoutPrototypes(usageConfig.parse({ access: { adminGroups: [], managers: { alice: ['physics'] } } })),
       autoPoll: false,
     });
     apps['data-gateway'] = await buildGateway(
       {
         ...common('data-gateway'),
-        config: gatewayConfig.parse({
+        config: withoutPrototypes(gatewayConfig.parse({
           backendTimeoutSeconds: opts.gatewayTimeoutSeconds ?? 3,
           datasets: { home: dataset('home/{username}/'), physics: dataset('groups/{group}/', { groups: ['physics'] }) },
-        }),
+        })),
       },
       { env: { GW_KEY: GATEWAY_KEY, GW_SECRET: GATEWAY_SECRET } },
     );
     apps['auth-bridge'] = await buildAuthBridge({
       ...common('auth-bridge'),
-      config: authBridgeConfig.parse({
+      config: withoutPrototypes(authBridgeConfig.parse({
         publicUrl: 'http://127.0.0.1:9',
         upstreams: { uni: { displayName: 'University', issuer: 'http://127.0.0.1:9/uni', clientId: 'bridge', clientSecret: UPSTREAM_SECRET } },
         hubs: { hub: { clientId: 'hub', clientSecret: HUB_CLIENT_SECRET, redirectUris: ['http://127.0.0.1:9/hub/oauth_callback'] } },
-      }),
+      })),
     });
     await Promise.all(SERVICES.map((s) => apps[s].ready()));
   } catch (err) {

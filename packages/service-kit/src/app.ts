@@ -9,7 +9,7 @@ import { z } from 'zod';
 import type { ServiceSettings } from './config.js';
 import { databasePlugin } from './database/index.js';
 import type { MigrationSet } from './database/index.js';
-import { installErrorHandlers } from './errors.js';
+import { errorBody, installErrorHandlers } from './errors.js';
 import { loggerOptions } from './logging.js';
 import { createMetrics } from './metrics.js';
 import { registerProtection } from './protection.js';
@@ -112,6 +112,13 @@ export async function createServiceApp(opts: CreateServiceAppOptions): Promise<F
   });
   app.decorate('kit', { settings, hub, metrics, startedAt: new Date(), routes });
 
+  // No JupyterHub name, group or id contains NUL, and PostgreSQL text cannot hold it: refuse it
+  // in paths and queries here rather than as a database error deep inside a route.
+  app.addHook('preValidation', async (request, reply) => {
+    const where = nulIn(request.params, 'params') ?? nulIn(request.query, 'query');
+    if (where) return reply.code(400).send(errorBody(400, `${where}: must not contain NUL characters`, 'HUBSIDE_ERR_VALIDATION'));
+  });
+
   app.addHook('onResponse', async (request, reply) => {
     metrics.httpDuration.observe(
       { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: String(reply.statusCode) },
@@ -189,6 +196,17 @@ export async function createServiceApp(opts: CreateServiceAppOptions): Promise<F
   }
 
   return app;
+}
+
+function nulIn(value: unknown, path: string): string | undefined {
+  if (typeof value === 'string') return value.includes('\u0000') ? path : undefined;
+  if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      const found = nulIn(v, `${path}.${k.includes('\u0000') ? '(key)' : k}`) ?? (k.includes('\u0000') ? path : undefined);
+      if (found) return found;
+    }
+  }
+  return undefined;
 }
 
 /** The caller's hub identity, as every service reports it at `{prefix}api/whoami`. */

@@ -249,11 +249,26 @@ export const communityFileSchema = z
   .strict();
 
 /**
+ * Copy a parsed config with every plain object made prototype-less. Config maps are looked up by
+ * names users and groups choose (`budgets.groups[group]`), and JupyterHub allows a group called
+ * `constructor` or `__proto__`: on a normal object that lookup finds Object.prototype's members.
+ */
+export function withoutPrototypes<T>(value: T): T {
+  if (Array.isArray(value)) return value.map((v) => withoutPrototypes(v)) as T;
+  if (value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
+    const out = Object.create(null) as Record<string, unknown>;
+    for (const [k, v] of Object.entries(value)) out[k] = withoutPrototypes(v);
+    return out as T;
+  }
+  return value;
+}
+
+/**
  * Load and validate one service's section of the community file. Without a file the section
  * is `{}`, so each section schema must give every field a sensible default.
  */
 export function loadSection<S extends z.ZodType>(file: string | undefined, service: ServiceName, schema: S): z.output<S> {
-  if (!file) return parseOrThrow(schema, {}, 'defaults', service);
+  if (!file) return withoutPrototypes(parseOrThrow(schema, {}, 'defaults', service));
   const doc = parseOrThrow(communityFileSchema, readYamlFile(file), file);
-  return parseOrThrow(schema, doc[service] ?? {}, file, service);
+  return withoutPrototypes(parseOrThrow(schema, doc[service] ?? {}, file, service));
 }

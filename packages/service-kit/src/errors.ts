@@ -29,6 +29,21 @@ const DB_UNAVAILABLE_MESSAGES = [
 ];
 const DATABASE_RETRY_AFTER_S = 5;
 
+/**
+ * An outgoing HTTP call (fetch / undici) that timed out or could not connect: the upstream's
+ * problem, answered 504 or 502 rather than 500.
+ */
+export function upstreamFailure(err: unknown): 502 | 504 | undefined {
+  const e = err as { name?: unknown; message?: unknown; cause?: unknown } | undefined;
+  if (!e || typeof e !== 'object') return undefined;
+  if (e.name === 'TimeoutError') return 504;
+  const cause = e.cause as { code?: unknown; name?: unknown } | undefined;
+  if (e.name === 'TypeError' && e.message === 'fetch failed') {
+    return cause && (cause.name === 'TimeoutError' || cause.name === 'HeadersTimeoutError' || cause.name === 'ConnectTimeoutError') ? 504 : 502;
+  }
+  return undefined;
+}
+
 /** True when the database could not be reached, as opposed to a query that failed. */
 export function isDatabaseUnavailable(err: unknown): boolean {
   let e: unknown = err;
@@ -71,6 +86,12 @@ export function installErrorHandlers(app: FastifyInstance): void {
         .code(503)
         .header('retry-after', String(DATABASE_RETRY_AFTER_S))
         .send(errorBody(503, `The database is unavailable right now. Try again in ${DATABASE_RETRY_AFTER_S} seconds.`, 'HUBSIDE_ERR_DATABASE_UNAVAILABLE'));
+    }
+    const upstream = upstreamFailure(err);
+    if (upstream) {
+      request.log.warn({ err: { name: err.name, message: err.message } }, 'upstream call failed');
+      const message = upstream === 504 ? 'An upstream service did not answer in time. Try again shortly.' : 'An upstream service could not be reached. Try again shortly.';
+      return reply.code(upstream).send(errorBody(upstream, message, upstream === 504 ? 'HUBSIDE_ERR_UPSTREAM_TIMEOUT' : 'HUBSIDE_ERR_UPSTREAM_UNAVAILABLE'));
     }
     if (isResponseSerializationError(err)) {
       request.log.error({ err }, 'response did not match its schema');

@@ -11,6 +11,7 @@ export {
   readYamlFile,
   resolveSettings,
   schemaFor,
+  withoutPrototypes,
 } from './config.js';
 export type { ServiceEnv, ServiceName, ServiceSettings, SettingsDefaults } from './config.js';
 export { createError, errorBody, installErrorHandlers, isDatabaseUnavailable } from './errors.js';

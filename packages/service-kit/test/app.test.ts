@@ -118,3 +118,41 @@ describe('logging', () => {
     for (let i = 1; i <= 8; i += 1) expect(all).not.toContain(`tok-secret-${i}`);
   });
 });
+
+describe('NUL characters', () => {
+  it('refuses them in path parameters and queries with 400 JSON before any route code runs', async () => {
+    const a = await app();
+    let reached = 0;
+    a.get('/services/profile-api/things/:name', { config: { auth: false } }, async (request) => {
+      reached += 1;
+      return request.params;
+    });
+    const inPath = await a.inject({ method: 'GET', url: '/services/profile-api/things/a%00b' });
+    expect(inPath.statusCode).toBe(400);
+    expect(inPath.json()).toMatchObject({ statusCode: 400, code: 'HUBSIDE_ERR_VALIDATION', message: 'params.name: must not contain NUL characters' });
+    const inQuery = await a.inject({ method: 'GET', url: '/services/profile-api/things/ok?user=x%00' });
+    expect(inQuery.statusCode).toBe(400);
+    expect(reached).toBe(0);
+    expect((await a.inject({ method: 'GET', url: '/services/profile-api/things/ok?user=x' })).statusCode).toBe(200);
+  });
+});
+
+describe('failed upstream calls', () => {
+  it('answer 504 when an upstream times out and 502 when it cannot be reached, never 500', async () => {
+    const a = await app();
+    a.get('/services/profile-api/slow', { config: { auth: false } }, async () => {
+      await fetch('http://127.0.0.1:9/never', { signal: AbortSignal.timeout(1) }).catch(async (err: unknown) => {
+        // A refused connection can win the race against 1 ms; make the timeout case deterministic.
+        if ((err as Error).name !== 'TimeoutError') throw Object.assign(new Error('The operation was aborted due to timeout'), { name: 'TimeoutError' });
+        throw err;
+      });
+    });
+    a.get('/services/profile-api/down', { config: { auth: false } }, async () => fetch('http://127.0.0.1:9/refused'));
+    const slow = await a.inject({ method: 'GET', url: '/services/profile-api/slow' });
+    expect(slow.statusCode).toBe(504);
+    expect(slow.json()).toMatchObject({ statusCode: 504, code: 'HUBSIDE_ERR_UPSTREAM_TIMEOUT' });
+    const down = await a.inject({ method: 'GET', url: '/services/profile-api/down' });
+    expect(down.statusCode).toBe(502);
+    expect(down.json()).toMatchObject({ statusCode: 502, code: 'HUBSIDE_ERR_UPSTREAM_UNAVAILABLE' });
+  });
+});

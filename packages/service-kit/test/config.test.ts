@@ -104,3 +104,17 @@ describe('community file sections', () => {
     expect(issuesOf(() => loadSection('/nonexistent/community.yaml', 'profile-api', schema)).join()).toMatch(/cannot be read: ENOENT/);
   });
 });
+
+describe('withoutPrototypes', () => {
+  it('makes config maps safe to index with user and group names like constructor or __proto__', async () => {
+    const { withoutPrototypes } = await import('../src/config.js');
+    const parsed = z.object({ groups: z.record(z.string(), z.object({ limit: z.number() })), list: z.array(z.object({ a: z.number() })) }).parse({ groups: { physics: { limit: 1 } }, list: [{ a: 1 }] });
+    expect((parsed.groups as Record<string, unknown>).constructor).toBeDefined();
+    const safe = withoutPrototypes(parsed);
+    expect((safe.groups as Record<string, unknown>).constructor).toBeUndefined();
+    expect((safe.groups as Record<string, unknown>).__proto__).toBeUndefined();
+    expect(safe.groups.physics).toEqual({ limit: 1 });
+    expect(JSON.stringify(safe)).toBe(JSON.stringify(parsed));
+    expect(Object.getPrototypeOf(safe.list[0])).toBeNull();
+  });
+});
