@@ -287,6 +287,66 @@ function clientErrors(p: ReturnType<typeof view>, basic: boolean): string[] {
   return [];
 }
 
+describe('the login in progress (chooser and upstream start), around a real interaction', () => {
+  it('sends the browser to the institution only for its own login and an offered IdP', async () => {
+    const outcomes = tally();
+    const start = async () => {
+      const query = new URLSearchParams({ client_id: HUB.clientId, redirect_uri: HUB.redirectUri, response_type: 'code', scope: 'openid', code_challenge: challenge, code_challenge_method: 'S256' });
+      const res = await app.inject({ method: 'GET', url: `${PREFIX}oidc/auth?${query}` });
+      const uid = /\/interaction\/([\w-]+)$/.exec(String(res.headers.location))?.[1];
+      const cookie = ([] as string[]).concat(res.headers['set-cookie'] ?? []).map((c) => c.split(';')[0]).join('; ');
+      if (!uid || !cookie.includes('hubside_auth_interaction=')) throw new Error(`no interaction: ${res.statusCode} ${String(res.headers.location)}`);
+      return { uid, cookie };
+    };
+    // Whole "." and ".." segments are left out: clients resolve them, so they name other routes.
+    const segment = fc.oneof(
+      { weight: 3, arbitrary: fc.constant<string | null>(null) },
+      printable.filter((v) => v.length > 0 && v !== '.' && v !== '..'),
+      fc.constantFrom('uni-b', 'UNI-A', 'uni-a ', '..x', '%2e%2e'),
+    );
+    await fc.assert(
+      fc.asyncProperty(segment, segment, fc.boolean(), fc.boolean(), async (uidMutation, idpMutation, withCookie, withLogin) => {
+        const { uid, cookie } = await start();
+        const pathUid = uidMutation ?? uid;
+        const idp = idpMutation ?? 'uni-a';
+        const url = `${PREFIX}interaction/${encodeURIComponent(pathUid)}${withLogin ? `/login/${encodeURIComponent(idp)}` : ''}`;
+        const res = await app.inject({ method: 'GET', url, headers: withCookie ? { cookie } : {} });
+        const location = String(res.headers.location ?? '');
+        const what = `${url} cookie=${withCookie} -> ${res.statusCode} ${location || res.body.slice(0, 160)}`;
+        expect(res.statusCode, what).toBeLessThan(500);
+        outcomes.counts[res.statusCode === 303 ? 'ok' : 'refused'] += 1;
+        // Without its cookie, or under another uid, a login cannot be continued.
+        const own = withCookie && pathUid === uid;
+        if (!own) {
+          expect([400, 404], what).toContain(res.statusCode);
+          return;
+        }
+        if (!withLogin) {
+          // This hub offers one IdP, so there is no chooser: straight to its start.
+          expect(res.statusCode, what).toBe(303);
+          expect(location, what).toBe(`${PREFIX}interaction/${uid}/login/uni-a`);
+          return;
+        }
+        if (idp !== 'uni-a') {
+          expect(res.statusCode, what).toBe(400);
+          expect(res.body, what).toContain('does not offer that institution');
+          return;
+        }
+        // To University A, with fresh state, nonce and PKCE, and our own callback.
+        expect(res.statusCode, what).toBe(303);
+        const upstream = new URL(location);
+        expect(upstream.origin, what).toBe(unis.a.issuer);
+        expect(upstream.searchParams.get('redirect_uri'), what).toBe(`${base}${PREFIX}callback/uni-a`);
+        expect(upstream.searchParams.get('code_challenge_method'), what).toBe('S256');
+        expect(upstream.searchParams.get('state'), what).toMatch(/^[\w-]{20,}$/);
+        expect(upstream.searchParams.get('nonce'), what).toMatch(/^[\w-]{20,}$/);
+      }),
+      { seed: SEED, numRuns: Math.max(50, Math.floor(RUNS / 4)) },
+    );
+    outcomes.expectBoth(Math.max(50, Math.floor(RUNS / 4)));
+  }, 300_000);
+});
+
 describe('token endpoint, around valid requests', () => {
   it('redeems a fresh code only when every field is right (client_secret_post or _basic)', async () => {
     const outcomes = tally();
