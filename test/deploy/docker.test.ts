@@ -122,9 +122,10 @@ describe('the production install', () => {
   let child: ChildProcess | null = null;
 
   afterAll(async () => {
-    if (child && child.exitCode === null) {
+    // Cleanup only: the test itself proves a graceful SIGTERM; this never waits unbounded.
+    if (child && child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((r) => child!.once('exit', r));
-      child.kill('SIGTERM');
+      child.kill('SIGKILL');
       await exited;
     }
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -202,5 +203,11 @@ describe('the production install', () => {
     // The code resolved from the production install, not from the repository.
     const { stdout } = await run('node', ['-e', "console.log(import.meta.resolve('@hubside/profile-api'))", '--input-type=module'], { cwd: join(app, 'packages/cli') });
     expect(stdout.trim()).toBe(`file://${app}/services/profile-api/dist/index.js`);
+
+    // Kubernetes sends SIGTERM and waits terminationGracePeriodSeconds (30 s) before SIGKILL.
+    const stopped = new Promise<number | null>((r) => child!.once('exit', (code) => r(code)));
+    child!.kill('SIGTERM');
+    const code = await Promise.race([stopped, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000).unref())]);
+    expect(code, `exit after SIGTERM; output:\n${output.slice(-2000)}`).toBe(0);
   });
 });
