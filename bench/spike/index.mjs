@@ -130,14 +130,20 @@ export async function run(opts = {}) {
       try {
         const res = await request(url, { dispatcher: agent, method: init.method ?? 'GET', headers: { authorization: `token ${token}`, ...(init.body ? { 'content-type': 'application/json' } : {}) }, body: init.body ? JSON.stringify(init.body) : undefined, headersTimeout: 60_000, bodyTimeout: 60_000 });
         status = res.statusCode;
-        await res.body.dump();
+        if (status >= 300) {
+          // Name the failure by its error code (HUBSIDE_ERR_...), so a 503 says which kind it was.
+          const text = await res.body.text();
+          status = `${status} ${/"code":"([A-Z_]+)"/.exec(text)?.[1] ?? ''}`.trim();
+        } else {
+          await res.body.dump();
+        }
       } catch (err) {
         status = err.code ?? 'error';
       }
       const ms = performance.now() - t0;
       if (!samples.has(label)) samples.set(label, []);
       samples.get(label).push(ms);
-      if (!(typeof status === 'number' && status >= 200 && status < 300)) {
+      if (typeof status !== 'number' || status < 200 || status >= 300) {
         const key = `${label} ${status}`;
         errors.set(key, (errors.get(key) ?? 0) + 1);
       }

@@ -44,6 +44,7 @@ function expectHubUnavailable(res: Awaited<ReturnType<typeof whoami>>, where: st
   const body = res.json<{ statusCode: number; error: string; message: string; code: string }>();
   expect(body).toMatchObject({ statusCode: 503, error: 'Service Unavailable', code: 'HUBSIDE_ERR_HUB_UNAVAILABLE' });
   expect(body.message).toMatch(/JupyterHub API is unavailable .*Try again shortly/);
+  expect(res.headers['retry-after']).toBe('5');
 }
 
 describe('the hub is unreachable (connections refused)', () => {

@@ -101,6 +101,8 @@ export function installErrorHandlers(app: FastifyInstance): void {
     if (status >= 500) {
       if (status === 500) request.log.error({ err }, 'unhandled error');
       else request.log.warn({ err }, 'service unavailable');
+      // Every 503 (hub down, not configured, overloaded) is temporary: say when to come back.
+      if (status === 503 && !reply.hasHeader('retry-after')) void reply.header('retry-after', '5');
       const message = status === 500 ? 'Internal Server Error' : err.message;
       return reply.code(status).send(errorBody(status, message, status === 500 ? 'HUBSIDE_ERR_INTERNAL' : err.code));
     }
