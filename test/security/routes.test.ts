@@ -142,6 +142,16 @@ describe.each(SERVICES)('%s', (service) => {
     }
   });
 
+  it("serves none of bob's data on public routes, whatever the query asks for", async () => {
+    for (const r of stack.routes(service).filter((x) => isPublic(x) && x.method === 'GET')) {
+      for (const key of ['user', 'username', 'name', 'group']) {
+        const res = await call(service, r, { user: 'bob', query: { [key]: key === 'group' ? 'chemistry' : 'bob' } });
+        expect(res.statusCode, `${r.method} ${r.url}`).toBeLessThan(500);
+        if (res.statusCode < 300) expect(res.body, `${r.method} ${r.url}?${key}=bob`).not.toMatch(/"bob"|chemistry/);
+      }
+    }
+  });
+
   it('never redirects to another site, whatever next / redirect_uri / return_to say', async () => {
     const evil = ['https://evil.example/x', '//evil.example/x', '/\\evil.example/x', 'http:evil.example', 'https://evil.example@127.0.0.1/'];
     for (const r of stack.routes(service).filter((x) => x.method === 'GET')) {
