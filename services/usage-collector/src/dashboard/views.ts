@@ -17,6 +17,9 @@ import { budgetUsed, budgetWindowStart, byProfile, dailyBreakdown, daysOf, perce
 import type { Usage } from './aggregate.js';
 import { createViewCache } from './cache.js';
 import type { ViewCache } from './cache.js';
+import { loadDaily } from './daily-source.js';
+import type { DailyUsage } from './daily-source.js';
+import { withoutJit } from './no-jit.js';
 
 export interface Range {
   from: number;
@@ -48,31 +51,50 @@ export interface StudentLine {
 export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, config: UsageCollectorConfig, cache: ViewCache = createViewCache(db, { ttlMs: 0 })) {
   const cards = sortCards(config.rateCards);
 
-  /** Usage for a range plus the same month before it (the allowance is spent in time order), cut at every day for the charts. */
-  function load(filter: UsageFilter, range: Range, now: number): Promise<Usage> {
-    return loadUsage(db, filter, { from: monthStart(range.from), to: range.to, now: new Date(now), cards, cuts: [range.from, ...daysOf(range.from, range.to)] });
+  /**
+   * Usage for a range plus the same month before it (the allowance is spent in time order). Cut at
+   * every day for a per-user chart (`byDay`); many users' charts read `daily` instead, so the
+   * statement's load stays a few rows per user.
+   */
+  function load(q: Kysely<UsageDB>, filter: UsageFilter, range: Range, now: number, byDay: boolean): Promise<Usage> {
+    const cuts = byDay ? [range.from, ...daysOf(range.from, range.to)] : [range.from];
+    return loadUsage(q, filter, { from: monthStart(range.from), to: range.to, now: new Date(now), cards, cuts });
+  }
+
+  /** Many users' per-day figures, summed across users in SQL (see daily-source.ts). */
+  function daily(q: Kysely<UsageDB>, filter: UsageFilter, range: Range, now: number, activeUsers = false): Promise<DailyUsage> {
+    return loadDaily(q, filter, { from: range.from, to: range.to, now: new Date(now), cards, activeUsers });
+  }
+
+  /** A chart of many users: `dailyBreakdown` over day lines, with the active users counted in SQL. */
+  function breakdownOf(d: DailyUsage, range: Range, weights?: Parameters<typeof dailyBreakdown>[4]) {
+    const out = dailyBreakdown(d.usage, range.from, range.to, cards, weights);
+    out.active = daysOf(range.from, range.to).map((day) => d.active.get(day) ?? 0);
+    return out;
   }
 
   /**
-   * Seconds a server ran after its last activity, per user, from raw sessions (a rollup keeps no
-   * activity times). Computed in SQL: one row per user, however many sessions.
+   * Every user with usage of a course in the range, with the seconds their servers ran after their
+   * last activity (from raw sessions: a rollup keeps no activity times, so users with only rolled-up
+   * days count 0). Computed in SQL, one row per user however many sessions; it finishes before the
+   * statement, so the students' budgets can load beside it.
    */
-  async function idleByUser(filter: { users?: string[]; groups?: string[] }, range: Range, now: number): Promise<Map<string, number>> {
+  async function courseUsers(q: Kysely<UsageDB>, group: string, range: Range, now: number): Promise<Map<string, number>> {
     const from = new Date(range.from);
     const to = new Date(Math.min(range.to, now));
-    const where = filter.users
-      ? sql`user_name in (${sql.join(filter.users.map((u) => sql`${u}`))})`
-      : filter.groups
-        ? sql`groups @> ${JSON.stringify(filter.groups)}::jsonb`
-        : sql`true`;
-    if (filter.users?.length === 0) return new Map();
+    const g = JSON.stringify([group]);
     const r = await sql<{ user_name: string; idle: string }>`
       select user_name, sum(greatest(0, extract(epoch from
                least(coalesce(stopped, least(last_seen, ${to})), ${to}) - greatest(coalesce(last_activity, started), started, ${from}))))::text as idle
       from sessions
-      where started < ${to} and (stopped is null or stopped > ${from}) and ${where}
-      group by user_name`.execute(db);
-    return new Map(r.rows.map((x) => [x.user_name, Number(x.idle)]));
+      where started < ${to} and (stopped is null or stopped > ${from}) and groups @> ${g}::jsonb
+      group by user_name
+      union all
+      select distinct user_name, '0' from daily_usage
+      where day >= ${iso(dayStart(range.from)).slice(0, 10)} and day < ${iso(range.to + DAY_MS - 1).slice(0, 10)} and groups @> ${g}::jsonb`.execute(q);
+    const out = new Map<string, number>();
+    for (const x of r.rows) out.set(x.user_name, (out.get(x.user_name) ?? 0) + Number(x.idle));
+    return out;
   }
 
   /**
@@ -80,15 +102,17 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
    * day-aligned (whole days from the day after `start` to the end of today), and only the sessions
    * of `start`'s own day are read one by one and clipped to [start, end of that day). Pieces are
    * per UTC day, so this prices exactly what the quota API prices, without reading every session.
+   * Nothing before the window is read: a month window starts at its month's start, and a rolling
+   * one counts the gross and hours inside it, which the month's earlier usage does not change.
    */
-  async function windowUsage(filter: UsageFilter, start: number, now: number): Promise<Usage> {
+  async function windowUsage(q: Kysely<UsageDB>, filter: UsageFilter, start: number, now: number): Promise<Usage> {
     const first = dayStart(start);
     const aligned = first === start;
     const next = aligned ? start : first + DAY_MS;
     const today = dayStart(now);
-    const usage = await loadUsage(db, filter, { from: monthStart(first), to: today + DAY_MS, now: new Date(now), cards, cuts: [...new Set([next, today, monthStart(now)])] });
+    const usage = await loadUsage(q, filter, { from: first, to: today + DAY_MS, now: new Date(now), cards, cuts: [...new Set([next, today, monthStart(now)])] });
     if (aligned) return usage;
-    const partial = await loadSessions(db, filter, start, Math.min(next, now), new Date(now));
+    const partial = await loadSessions(q, filter, start, Math.min(next, now), new Date(now));
     for (const [user, list] of partial) {
       // Users priced session by session already have their whole sessions in the load.
       if (usage.sessionsByUser.has(user)) continue;
@@ -102,7 +126,7 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
    * Budget use of some users, or (undefined) of everyone with usage in a budget window, each in
    * their own budget's window, with one load per distinct window.
    */
-  async function budgetsOf(users: readonly string[] | undefined, now: number): Promise<Map<string, { b: Budget; used: Decimal }>> {
+  async function budgetsOf(q: Kysely<UsageDB>, users: readonly string[] | undefined, now: number): Promise<Map<string, { b: Budget; used: Decimal }>> {
     const windows = new Map<number, string[] | undefined>();
     if (users) {
       for (const u of users) {
@@ -117,7 +141,7 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
     const out = new Map<string, { b: Budget; used: Decimal }>();
     for (const [start, list] of windows) {
       // A student's budget counts their usage in every course, so this load is by user, not by group.
-      const usage = await windowUsage(list ? { users: list } : {}, start, now);
+      const usage = await windowUsage(q, list ? { users: list } : {}, start, now);
       for (const u of list ?? new Set([...usage.sessionsByUser.keys(), ...usage.rolledByUser.keys()])) {
         const b = userBudget(config, u);
         if (!b || budgetWindowStart(b, now) !== start) continue;
@@ -142,7 +166,7 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
   }
 
   async function student(user: string, groups: readonly string[], range: Range, now: number) {
-    const usage = await load({ users: [user] }, range, now);
+    const usage = await withoutJit(db, (q) => load(q, { users: [user] }, range, now, true));
     const charge = chargeUser(user, usage.sessionsByUser.get(user) ?? [], range.from, range.to, cards, usage.rolledByUser.get(user) ?? []);
     const rows = await repo.overlapping({ from: new Date(range.from), to: new Date(range.to), users: [user] });
     const nowDate = new Date(now);
@@ -203,10 +227,16 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
   /** A course's figures that don't depend on the page or sort: computed once per poll (see cache.ts). */
   function courseData(group: string, range: Range, now: number) {
     return cache.get(JSON.stringify(['course', group, range.from, range.to]), async () => {
-      const usage = await load({ groups: [group] }, range, now);
-      const statement = statementOf(usage, range, new Set([group]));
-      const students = statement.users.map((l) => l.user);
-      const [budgets, idle] = await Promise.all([budgetsOf(students, now), idleByUser({ groups: [group] }, range, now)]);
+      // Independent loads, each on its own connection; budgets need the statement's students.
+      const filter = { groups: [group] };
+      // The course's users are a superset of the statement's students (a few may have nothing billed).
+      const usersP = withoutJit(db, (q) => courseUsers(q, group, range, now));
+      const [statement, idle, budgets, days] = await Promise.all([
+        withoutJit(db, (q) => load(q, filter, range, now, false)).then((usage) => statementOf(usage, range, new Set([group]))),
+        usersP,
+        usersP.then((users) => withoutJit(db, (q) => budgetsOf(q, [...users.keys()], now))),
+        withoutJit(db, (q) => daily(q, filter, range, now)),
+      ]);
       const lines: StudentLine[] = statement.users.map((l) => {
         const bu = budgets.get(l.user);
         return {
@@ -243,7 +273,7 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
             idle_hours: idleTotal.toFixed(4),
           },
           group_budget: groupBudget ? { limit: new Decimal(groupBudget.limit).toFixed(2), unit: groupBudget.unit, window: groupBudget.window === 'month' ? 'month' : `rolling-${groupBudget.days}d` } : null,
-          by_day: dailyBreakdown(usage, range.from, range.to, cards).byDay,
+          by_day: breakdownOf(days, range).byDay,
           top: [...lines].sort((x, y) => byNet(y, x)).slice(0, TOP).map((l) => ({ user: l.user, hours: l.hours, net: l.net })),
           at_risk: lines
             .filter((l) => l.budget_percent !== null && l.budget_percent >= AT_RISK * 100)
@@ -287,18 +317,30 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
   async function hubData(range: Range, now: number) {
     const mStart = monthStart(now);
     const mEnd = nextMonth(now);
-    // One day-aligned load (so loadUsage can sum whole days in SQL) serves the statement, the
-    // charts and this month's forecast; budgets read their own windows.
+    // One day-aligned load (so loadUsage can sum whole days in SQL) serves the statement and this
+    // month's forecast; the charts are summed per day across users, and budgets read their own
+    // windows. Independent loads, each on its own connection.
     const spanFrom = Math.min(monthStart(range.from), mStart);
     const spanTo = Math.max(range.to, dayStart(now) + DAY_MS);
-    const usage = await loadUsage(db, {}, { from: spanFrom, to: spanTo, now: new Date(now), cards, cuts: [range.from, range.to, mStart, ...daysOf(range.from, range.to)] });
+    const [usage, days, userBudgets, groupUsage, running] = await Promise.all([
+      withoutJit(db, (q) => loadUsage(q, {}, { from: spanFrom, to: spanTo, now: new Date(now), cards, cuts: [range.from, range.to, mStart] })),
+      withoutJit(db, (q) => daily(q, {}, range, now, true)),
+      withoutJit(db, (q) => budgetsOf(q, undefined, now)),
+      // Like the quota API: usage recorded under that group, in the group budget's window.
+      withoutJit(db, async (q) => {
+        const out: { g: string; b: Budget; only: Usage }[] = [];
+        for (const [g, b] of Object.entries(config.budgets.groups)) out.push({ g, b, only: await windowUsage(q, { groups: [g] }, budgetWindowStart(b, now), now) });
+        return out;
+      }),
+      db.selectFrom('sessions').select((eb) => eb.fn.count<string>('user_name').distinct().as('n')).where('stopped', 'is', null).executeTakeFirst(),
+    ]);
     const inRange: Usage = { sessionsByUser: usage.sessionsByUser, rolledByUser: usage.rolledByUser };
     const statement = statementOf(inRange, range);
     const rule = config.attribution.rule;
     const topGroups = new Set([...statement.groups].sort((a, b) => Number(b.net) - Number(a.net)).slice(0, GROUP_SERIES).map((g) => g.group));
     const one = new Decimal(1);
     // A day's cost goes to groups with the attribution rule's weights; small groups fold into "(other)".
-    const daily = dailyBreakdown(usage, range.from, range.to, cards, (groups) => {
+    const chart = breakdownOf(days, range, (groups) => {
       if (groups.length === 0) return [{ name: '(no group)', weight: one }];
       const targets = rule === 'primary' ? [primaryGroup(groups, config.attribution.groupOrder)!] : groups;
       const w = rule === 'split' ? one.div(targets.length) : one;
@@ -315,20 +357,17 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
 
     // Budgets at risk: each user's budget in its own window, and each group budget.
     const atRisk: { kind: 'user' | 'group'; subject: string; used: string; limit: string; unit: string; percent: number }[] = [];
-    for (const [u, { b, used }] of await budgetsOf(undefined, now)) {
+    for (const [u, { b, used }] of userBudgets) {
       const r = ratio(used, b.limit);
       if (r >= AT_RISK) atRisk.push({ kind: 'user', subject: u, used: used.toFixed(2), limit: new Decimal(b.limit).toFixed(2), unit: b.unit, percent: percent(r) });
     }
-    for (const [g, b] of Object.entries(config.budgets.groups)) {
-      // Like the quota API: usage recorded under that group, in the group budget's window.
-      const only = await windowUsage({ groups: [g] }, budgetWindowStart(b, now), now);
+    for (const { g, b, only } of groupUsage) {
       let used = new Decimal(0);
       for (const u of new Set([...only.sessionsByUser.keys(), ...only.rolledByUser.keys()])) used = used.plus(budgetUsed(b, u, only, now, cards));
       const r = ratio(used, b.limit);
       if (r >= AT_RISK) atRisk.push({ kind: 'group', subject: g, used: used.toFixed(2), limit: new Decimal(b.limit).toFixed(2), unit: b.unit, percent: percent(r) });
     }
     atRisk.sort((a, b) => b.percent - a.percent || (a.subject < b.subject ? -1 : 1));
-    const running = await db.selectFrom('sessions').select((eb) => eb.fn.count<string>('user_name').distinct().as('n')).where('stopped', 'is', null).executeTakeFirst();
 
     return {
       from: iso(range.from),
@@ -336,10 +375,10 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
       currency: config.currency,
       attribution: statement.attribution,
       totals: { users: statement.users.length, hours: statement.total.hours, gross: statement.total.gross, net: statement.total.net },
-      active_users: { running_now: Number(running?.n ?? 0), by_day: daily.byDay.map((d, i) => ({ day: d.day, users: daily.active[i] ?? 0 })) },
-      by_day: daily.byDay,
-      cost_by_group: daily.byGroup,
-      cost_by_profile: { ...daily.byProfile, totals: byProfile(inRange, range.from, range.to, cards) },
+      active_users: { running_now: Number(running?.n ?? 0), by_day: chart.byDay.map((d, i) => ({ day: d.day, users: chart.active[i] ?? 0 })) },
+      by_day: chart.byDay,
+      cost_by_group: chart.byGroup,
+      cost_by_profile: { ...chart.byProfile, totals: byProfile(inRange, range.from, range.to, cards) },
       groups: statement.groups,
       forecast: {
         month: iso(mStart).slice(0, 7),
