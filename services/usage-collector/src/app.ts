@@ -44,7 +44,8 @@ export async function buildApp(
 ): Promise<FastifyInstance> {
   // Read the interval before any I/O, so a bad HUBSIDE_POLL_INTERVAL fails fast as a config error.
   const intervalMs = opts.pollIntervalMs ?? pollIntervalMs(opts.config);
-  const app = await createServiceApp({ ...opts, database: { schema: schemaFor('usage-collector'), migrations } });
+  // The student dashboard is the service's home page, in place of service-kit's landing page.
+  const app = await createServiceApp({ ...opts, landingPage: false, database: { schema: schemaFor('usage-collector'), migrations } });
   await app.register(usageCollector, {
     routePrefix: opts.settings.prefix,
     config: opts.config,

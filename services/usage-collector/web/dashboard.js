@@ -43,6 +43,15 @@
     return node;
   }
   const num = (field, value) => h('span', { 'data-field': field }, value);
+  /** Hours as people read them, to the minute ("7 h 35 min"); the API's exact figure stays in `value`. */
+  function hoursText(value) {
+    const minutes = Math.round(Number(value) * 60);
+    const hh = Math.floor(minutes / 60);
+    const mm = minutes % 60;
+    if (hh === 0) return `${mm} min`;
+    return `${hh.toLocaleString('en-US')} h${mm ? ` ${mm} min` : ''}`;
+  }
+  const hrs = (field, value) => h('data', { value, 'data-field': field }, hoursText(value));
   const utcDay = (t) => new Date(t).toISOString().slice(0, 10);
   const addDays = (day, n) => utcDay(Date.parse(`${day}T00:00:00Z`) + n * 86400000);
 
@@ -118,7 +127,9 @@
   }
 
   function card(title, field, value, unit, note) {
-    return h('div', { class: 'card' }, h('h3', {}, title), h('p', { class: 'big' }, num(field, value), unit ? ` ${unit}` : ''), note ? h('p', { class: 'note' }, note) : null);
+    // Hours carry their own units ("h", "min").
+    const shown = unit === 'h' ? [hrs(field, value)] : [num(field, value), unit ? ` ${unit}` : ''];
+    return h('div', { class: 'card' }, h('h3', {}, title), h('p', { class: 'big' }, ...shown), note ? h('p', { class: 'note' }, note) : null);
   }
 
   function section(title, ...children) {
@@ -223,7 +234,7 @@
       section(
         'By profile',
         d.by_profile.length
-          ? table('Usage by profile', [{ label: 'Profile', get: (r) => r.profile }, { label: 'Hours', n: 1, field: 'hours', get: (r) => r.hours }, { label: `Cost (${d.currency})`, n: 1, field: 'cost', get: (r) => r.cost }], d.by_profile, { id: 'by-profile' })
+          ? table('Usage by profile', [{ label: 'Profile', get: (r) => r.profile }, { label: 'Hours', n: 1, field: 'hours', get: (r) => hrs(null, r.hours) }, { label: `Cost (${d.currency})`, n: 1, field: 'cost', get: (r) => r.cost }], d.by_profile, { id: 'by-profile' })
           : empty('No usage in this period.'),
       ),
     );
@@ -238,8 +249,8 @@
                 { label: 'Stopped', get: (r) => (r.stopped ? r.stopped.replace('T', ' ').slice(0, 16) : 'running') },
                 { label: 'Server', get: (r) => r.server || '(default)' },
                 { label: 'Profile', get: (r) => r.profile || '—' },
-                { label: 'Hours', n: 1, get: (r) => r.hours },
-                { label: 'Idle hours', n: 1, get: (r) => r.idle_hours },
+                { label: 'Hours', n: 1, get: (r) => hrs(null, r.hours) },
+                { label: 'Idle', n: 1, get: (r) => hrs(null, r.idle_hours) },
                 { label: `Cost (${d.currency})`, n: 1, get: (r) => r.cost },
               ],
               d.sessions,
@@ -273,7 +284,7 @@
     nodes.push(
       section(
         'Top users',
-        d.top.length ? h('ol', { id: 'top' }, d.top.map((t) => h('li', {}, h('strong', {}, t.user), ` — ${t.net} ${d.currency}, ${t.hours} h`))) : empty('No usage in this period.'),
+        d.top.length ? h('ol', { id: 'top' }, d.top.map((t) => h('li', {}, h('strong', {}, t.user), ` — ${t.net} ${d.currency}, ${hoursText(t.hours)}`))) : empty('No usage in this period.'),
       ),
     );
     nodes.push(
@@ -296,10 +307,10 @@
               `Students ${(s.page - 1) * s.per_page + 1}–${Math.min(s.total, s.page * s.per_page)} of ${s.total}`,
               [
                 { label: 'Student', sort: 'user', get: (r) => r.user },
-                { label: 'Hours', n: 1, sort: 'hours', field: 'hours', get: (r) => r.hours },
+                { label: 'Hours', n: 1, sort: 'hours', field: 'hours', get: (r) => hrs(null, r.hours) },
                 { label: `Cost (${d.currency})`, n: 1, sort: 'gross', field: 'gross', get: (r) => r.gross },
                 { label: `Charged (${d.currency})`, n: 1, sort: 'net', field: 'net', get: (r) => r.net },
-                { label: 'Idle hours', n: 1, sort: 'idle_hours', field: 'idle_hours', get: (r) => r.idle_hours },
+                { label: 'Idle', n: 1, sort: 'idle_hours', field: 'idle_hours', get: (r) => hrs(null, r.idle_hours) },
                 { label: 'Budget used', n: 1, sort: 'budget_percent', field: 'budget_percent', get: (r) => (r.budget_percent === null ? '—' : `${r.budget_percent} %`) },
               ],
               s.rows,
@@ -467,7 +478,7 @@
     } catch {
       access = { admin: false, groups: [] };
     }
-    const links = [['student', 'dashboard/', 'My usage']];
+    const links = [['student', '', 'My usage']];
     if (access.admin || access.groups.length) links.push(['course', 'dashboard/course', 'Courses']);
     if (access.admin) links.push(['admin', 'dashboard/admin', 'Hub']);
     document.getElementById('nav').replaceChildren(h('ul', {}, links.map(([v, href, label]) => h('li', {}, h('a', { href: `${prefix}${href}`, ...(v === view ? { 'aria-current': 'page' } : {}) }, label)))));

@@ -49,7 +49,7 @@ function forbiddenHtml(prefix: string, message: string): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Forbidden · Hubside</title><link rel="stylesheet" href="${p}dashboard/assets/dashboard.css"></head>
 <body><main id="main"><h1>403 · Not allowed</h1><p id="forbidden">${escapeHtml(message)}</p>
-<p><a href="${p}dashboard/">Back to your own usage</a></p></main></body></html>`;
+<p><a href="${p}">Back to your own usage</a></p></main></body></html>`;
 }
 
 export interface PagesOptions {
@@ -77,8 +77,13 @@ export async function dashboardPages(fastify: FastifyInstance, opts: PagesOption
   const send = (reply: FastifyReply, html: string, status = 200) =>
     reply.code(status).type('text/html; charset=utf-8').header('cache-control', 'no-store').header('content-security-policy', CSP).send(html);
 
-  fastify.get(`${prefix}dashboard/`, { config: { auth: { browser: true } } }, async (request, reply) => {
+  // The student view is the service's home page; its first address, `dashboard/`, still leads there.
+  fastify.get(prefix, { config: { auth: { browser: true } } }, async (request, reply) => {
     return send(reply, pageHtml({ prefix, view: 'student', user: request.hubUser!.name }));
+  });
+  fastify.get(`${prefix}dashboard/`, { config: { auth: false } }, async (request, reply) => {
+    const query = request.url.indexOf('?');
+    return reply.redirect(`${prefix}${query === -1 ? '' : request.url.slice(query)}`, 301);
   });
 
   fastify.get(`${prefix}dashboard/course`, { config: { auth: { browser: true } } }, async (request, reply) => {

@@ -147,7 +147,8 @@ async function login(user: string, path: string, width = 1280): Promise<Page> {
   await page.fill('#username_input', user);
   await page.fill('#password_input', 'any');
   await page.click('#login_submit');
-  await page.waitForURL((u) => u.pathname.startsWith(`${PREFIX}dashboard/`), { timeout: 60_000 });
+  // Back from the hub's OAuth: the student view at the prefix itself, or another dashboard page.
+  await page.waitForURL((u) => u.pathname === PREFIX || u.pathname.startsWith(`${PREFIX}dashboard/`), { timeout: 60_000 });
   return page;
 }
 
@@ -208,6 +209,26 @@ async function expectAA(page: Page): Promise<void> {
 }
 
 const field = (page: Page, name: string) => page.textContent(`#content [data-field="${name}"]`);
+/** An hours figure: the API's exact value in the element's `value`, and what a person reads. */
+const hoursField = async (page: Page, name: string) => {
+  const el = page.locator(`#content data[data-field="${name}"]`);
+  return { value: await el.getAttribute('value'), text: await el.textContent() };
+};
+/** Hours to the minute, written independently of the page's script: 7.5833 h reads "7 h 35 min". */
+function readable(hours: string): string {
+  const minutes = Math.round(Number(hours) * 60);
+  const [hh, mm] = [Math.floor(minutes / 60), minutes % 60];
+  if (hh === 0) return `${mm} min`;
+  return mm === 0 ? `${hh.toLocaleString('en-US')} h` : `${hh.toLocaleString('en-US')} h ${mm} min`;
+}
+const HOURS = new Set(['hours', 'idle_hours']);
+/** Compares a page's totals with the API's: money and counts as they are, hours as people read them. */
+async function expectTotals(page: Page, totals: Record<string, string | number>, keys: readonly string[]) {
+  for (const k of keys) {
+    if (HOURS.has(k)) expect(await hoursField(page, `totals.${k}`)).toEqual({ value: String(totals[k]), text: readable(String(totals[k])) });
+    else expect(await field(page, `totals.${k}`)).toBe(String(totals[k]));
+  }
+}
 const column = (page: Page, table: string, name: string) => page.$$eval(`#${table} tbody td[data-field="${name}"]`, (tds) => tds.map((td) => td.textContent));
 
 type Student = { totals: Record<string, string>; by_profile: { profile: string; hours: string; cost: string }[]; by_day: { day: string; cost: string; hours: string }[]; budget: Record<string, string> };
@@ -216,9 +237,13 @@ type Course = { totals: Record<string, string | number>; students: { rows: { use
 describe('a student', () => {
   let page: Page;
   it('logs in through the hub and sees their own numbers, equal to the API', async () => {
-    page = await login('alice', 'dashboard/?period=last-30');
+    page = await login('alice', '?period=last-30');
     await loaded(page);
+    // The student view is the service's home page, not service-kit's landing page.
+    expect(new URL(page.url()).pathname).toBe(PREFIX);
+    expect(await page.getAttribute('body', 'data-view')).toBe('student');
     expect(await page.textContent('#user')).toBe('alice');
+    expect(await page.getAttribute('#nav a[aria-current="page"]', 'href')).toBe(PREFIX);
     const { status, body } = await api<Student>(`api/dashboard/me?from=${FROM}&to=${TO}`, 'alice');
     expect(status).toBe(200);
     // The API's figures are the statement's and the quota's.
@@ -232,7 +257,8 @@ describe('a student', () => {
     const nonZero = body.by_day.filter((d) => d.hours !== '0.0000').map((d) => ({ period: d.day, cost: d.cost }));
     expect(nonZero).toEqual(usage.body.rows.map((r) => ({ period: r.period, cost: r.cost })));
 
-    for (const k of ['gross', 'net', 'hours', 'idle_hours']) expect(await field(page, `totals.${k}`)).toBe(body.totals[k]);
+    await expectTotals(page, body.totals, ['gross', 'net', 'hours', 'idle_hours']);
+    expect(await field(page, 'totals.hours')).toBe('4 h 50 min');
     for (const k of ['used', 'limit', 'remaining']) expect(await field(page, `budget.${k}`)).toBe(body.budget[k]);
     expect(await column(page, 'by-profile', 'cost')).toEqual(body.by_profile.map((p) => p.cost));
     expect(await page.$$eval('#sessions tbody tr', (rows) => rows.length)).toBe(2);
@@ -268,7 +294,9 @@ describe('a student', () => {
   });
 
   it('shows an error in words for a period the API refuses', async () => {
+    // The view's first address, dashboard/, still works: it redirects to the prefix with its query.
     await page.goto(`${hub.url}${PREFIX}dashboard/?period=custom&from=2020-01-01&to=2026-01-01`);
+    expect(new URL(page.url()).pathname).toBe(PREFIX);
     await page.waitForSelector('body[data-loaded^="error"]');
     expect(await page.textContent('#error')).toMatch(/at most 400 days/);
   });
@@ -278,6 +306,7 @@ describe('a student', () => {
       const res = await page.goto(`${hub.url}${PREFIX}${path}`);
       expect(res?.status()).toBe(403);
       expect(await page.textContent('h1')).toContain('403');
+      expect(await page.getAttribute('main a', 'href')).toBe(PREFIX);
     }
     await page.screenshot({ path: join(SHOTS, 'student-403.png') });
     expect((await api('api/dashboard/groups/phys', 'alice')).status).toBe(403);
@@ -297,7 +326,7 @@ describe('an instructor', () => {
     expect(status).toBe(200);
     const st = await api<{ total: Record<string, string>; users: { user: string; net: string }[] }>(`api/statements?group=phys&from=${FROM}&to=${TO}`, 'prof');
     expect(body.totals).toMatchObject({ hours: st.body.total.hours, gross: st.body.total.gross, net: st.body.total.net, students: 2 });
-    for (const k of ['students', 'hours', 'gross', 'net', 'idle_hours']) expect(await field(page, `totals.${k}`)).toBe(String(body.totals[k]));
+    await expectTotals(page, body.totals, ['students', 'hours', 'gross', 'net', 'idle_hours']);
     expect(await column(page, 'students', 'net')).toEqual(body.students.rows.map((r) => r.net));
     // carol: 2h45 large = 9.90 of a 10.00 budget.
     expect(body.at_risk.map((r) => r.user)).toEqual(['carol']);
@@ -360,7 +389,7 @@ describe('an admin', () => {
     const st = await api<{ total: Record<string, string>; groups: { group: string; net: string }[] }>(`api/statements?from=${FROM}&to=${TO}`, 'ursula');
     expect(body.totals).toMatchObject({ users: 4, hours: st.body.total.hours, gross: st.body.total.gross, net: st.body.total.net });
     expect(body.groups).toEqual(st.body.groups);
-    for (const k of ['users', 'hours', 'gross', 'net']) expect(await field(page, `totals.${k}`)).toBe(String(body.totals[k]));
+    await expectTotals(page, body.totals, ['users', 'hours', 'gross', 'net']);
     expect(await field(page, 'forecast.projected')).toBe(body.forecast.projected);
     expect(await column(page, 'groups', 'net')).toEqual(body.groups.map((g) => g.net));
     expect(body.budgets_at_risk.rows.map((r) => r.subject)).toContain('carol');
