@@ -1,6 +1,6 @@
 import { getHeapStatistics } from 'node:v8';
 import fastifyRateLimit from '@fastify/rate-limit';
-import fastifyUnderPressure from '@fastify/under-pressure';
+import fastifyUnderPressure, { TYPE_EVENT_LOOP_DELAY } from '@fastify/under-pressure';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errorBody } from './errors.js';
 
@@ -64,9 +64,14 @@ export async function registerProtection(app: FastifyInstance, limits: Protectio
     maxEventLoopDelay: limits.maxEventLoopDelayMs,
     maxHeapUsedBytes: limits.maxHeapFraction > 0 ? Math.floor(heapLimit * limits.maxHeapFraction) : 0,
     sampleInterval: 500,
-    pressureHandler: (request: FastifyRequest, reply: FastifyReply, type: string) => {
+    pressureHandler: (request: FastifyRequest, reply: FastifyReply, type: string, value: number | undefined) => {
       // Liveness must not fail because the service is busy; a restart would only make it worse.
       if (request.routeOptions.config?.shed === false) return undefined;
+      // under-pressure reports an infinite delay when its sampler found no delay samples at all,
+      // which one short block (a key generated, a page of PGlite work) causes when it spans the
+      // sampling tick. That says nothing about sustained lag, so it must not shed: a real overload
+      // shows up as a finite mean over the next samples.
+      if (type === TYPE_EVENT_LOOP_DELAY && value === Number.POSITIVE_INFINITY) return undefined;
       request.log.warn({ pressure: type }, 'shedding load');
       void reply.code(503).header('retry-after', String(PRESSURE_RETRY_AFTER_S));
       return errorBody(503, `The service is overloaded (${type}). Try again in ${PRESSURE_RETRY_AFTER_S} seconds.`, 'HUBSIDE_ERR_OVERLOADED') as never;

@@ -136,6 +136,27 @@ describe('back-pressure', () => {
   });
 });
 
+describe('back-pressure without false alarms', () => {
+  it('does not shed after single blocks shorter than the limit', async () => {
+    // The default 1 s limit. Each 600 ms block outlasts the 500 ms sampling tick, which is when
+    // under-pressure can find no delay sample at all and reports an infinite delay; one such
+    // block is a pause, not an overload, and requests after it must be served.
+    const app = await build({});
+    await app.ready();
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const until = Date.now() + 600;
+      while (Date.now() < until) {
+        // busy, but once
+      }
+      await new Promise((r) => setImmediate(r));
+      statuses.push((await whoami(app, tokens.alice)).statusCode);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(statuses).toEqual(Array(8).fill(200));
+  });
+});
+
 describe('slow and oversized requests on a real socket', () => {
   let app: FastifyInstance;
   let port: number;
