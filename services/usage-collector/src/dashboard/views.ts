@@ -106,27 +106,42 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
    * one counts the gross and hours inside it, which the month's earlier usage does not change.
    */
   async function windowUsage(q: Kysely<UsageDB>, filter: UsageFilter, start: number, now: number): Promise<Usage> {
-    const first = dayStart(start);
-    const aligned = first === start;
-    const next = aligned ? start : first + DAY_MS;
     const today = dayStart(now);
-    const usage = await loadUsage(q, filter, { from: first, to: today + DAY_MS, now: new Date(now), cards, cuts: [...new Set([next, today, monthStart(now)])] });
-    if (aligned) return usage;
+    const usage = await loadUsage(q, filter, { from: dayStart(start), to: today + DAY_MS, now: new Date(now), cards, cuts: [...new Set([...windowCuts(start, now), monthStart(now)])] });
+    return withFirstDay(q, usage, filter, start, now);
+  }
+
+  /** The day-aligned cuts a budget window starting at `start` needs in a load (see windowUsage). */
+  function windowCuts(start: number, now: number): number[] {
+    const first = dayStart(start);
+    return [first, first === start ? start : first + DAY_MS, dayStart(now)];
+  }
+
+  /**
+   * A day-aligned load cut at `windowCuts(start)` (and reaching the end of today), with the
+   * window's first day replaced by its sessions clipped to [start, end of that day). The load's
+   * maps are copied, not changed, so the same load can serve a statement too.
+   */
+  async function withFirstDay(q: Kysely<UsageDB>, usage: Usage, filter: UsageFilter, start: number, now: number): Promise<Usage> {
+    const first = dayStart(start);
+    if (first === start) return usage;
+    const next = first + DAY_MS;
+    const sessionsByUser = new Map(usage.sessionsByUser);
     const partial = await loadSessions(q, filter, start, Math.min(next, now), new Date(now));
     for (const [user, list] of partial) {
       // Users priced session by session already have their whole sessions in the load.
       if (usage.sessionsByUser.has(user)) continue;
       const clipped = list.map((x) => ({ ...x, start: new Date(Math.max(x.start.getTime(), start)), end: new Date(Math.min(x.end.getTime(), next)) })).filter((x) => x.end > x.start);
-      if (clipped.length) usage.sessionsByUser.set(user, clipped);
+      if (clipped.length) sessionsByUser.set(user, clipped);
     }
-    return usage;
+    return { sessionsByUser, rolledByUser: usage.rolledByUser };
   }
 
   /**
    * Budget use of some users, or (undefined) of everyone with usage in a budget window, each in
    * their own budget's window, with one load per distinct window.
    */
-  async function budgetsOf(q: Kysely<UsageDB>, users: readonly string[] | undefined, now: number): Promise<Map<string, { b: Budget; used: Decimal }>> {
+  async function budgetsOf(q: Kysely<UsageDB>, users: readonly string[] | undefined, now: number, shared?: Usage): Promise<Map<string, { b: Budget; used: Decimal }>> {
     const windows = new Map<number, string[] | undefined>();
     if (users) {
       for (const u of users) {
@@ -141,7 +156,9 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
     const out = new Map<string, { b: Budget; used: Decimal }>();
     for (const [start, list] of windows) {
       // A student's budget counts their usage in every course, so this load is by user, not by group.
-      const usage = await windowUsage(q, list ? { users: list } : {}, start, now);
+      const filter = list ? { users: list } : {};
+      // `shared`: a load of everyone, already cut for every window (the hub's).
+      const usage = shared ? await withFirstDay(q, shared, filter, start, now) : await windowUsage(q, filter, start, now);
       for (const u of list ?? new Set([...usage.sessionsByUser.keys(), ...usage.rolledByUser.keys()])) {
         const b = userBudget(config, u);
         if (!b || budgetWindowStart(b, now) !== start) continue;
@@ -320,12 +337,17 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
     // One day-aligned load (so loadUsage can sum whole days in SQL) serves the statement and this
     // month's forecast; the charts are summed per day across users, and budgets read their own
     // windows. Independent loads, each on its own connection.
-    const spanFrom = Math.min(monthStart(range.from), mStart);
+    // Users' budgets read the same load: it reaches back to the earliest window and is cut for each.
+    const starts = [...new Set([config.budgets.default, ...Object.values(config.budgets.users)].flatMap((b) => (b ? [budgetWindowStart(b, now)] : [])))];
+    const spanFrom = Math.min(monthStart(range.from), mStart, ...starts.map(dayStart));
     const spanTo = Math.max(range.to, dayStart(now) + DAY_MS);
-    const [usage, days, userBudgets, groupUsage, running] = await Promise.all([
-      withoutJit(db, (q) => loadUsage(q, {}, { from: spanFrom, to: spanTo, now: new Date(now), cards, cuts: [range.from, range.to, mStart] })),
+    const cuts = [...new Set([range.from, range.to, mStart, ...starts.flatMap((s) => windowCuts(s, now))])];
+    const [[usage, userBudgets], days, groupUsage, running] = await Promise.all([
+      withoutJit(db, async (q) => {
+        const all = await loadUsage(q, {}, { from: spanFrom, to: spanTo, now: new Date(now), cards, cuts });
+        return [all, await budgetsOf(q, undefined, now, all)] as const;
+      }),
       withoutJit(db, (q) => daily(q, {}, range, now, true)),
-      withoutJit(db, (q) => budgetsOf(q, undefined, now)),
       // Like the quota API: usage recorded under that group, in the group budget's window.
       withoutJit(db, async (q) => {
         const out: { g: string; b: Budget; only: Usage }[] = [];
