@@ -148,7 +148,9 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
         const b = userBudget(config, u);
         if (!b) continue;
         const start = budgetWindowStart(b, now);
-        windows.set(start, [...(windows.get(start) ?? []), u]);
+        const list = windows.get(start);
+        if (list) list.push(u);
+        else windows.set(start, [u]);
       }
     } else {
       for (const b of [config.budgets.default, ...Object.values(config.budgets.users)]) if (b) windows.set(budgetWindowStart(b, now), undefined);
