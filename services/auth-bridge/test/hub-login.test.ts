@@ -154,6 +154,19 @@ describe('event access codes and the admin API', () => {
     const bobToken = await hub.createToken('bob@uni-b.edu');
     const forbidden = await fetch(`${hub.url}${PREFIX}api/hubs`, { headers: { authorization: `token ${bobToken}` } });
     expect(forbidden.status).toBe(403);
+    // Refused before validation: a bad body or path is still a 403, never a 400 that would tell
+    // a non-admin what the API expects.
+    const bob = { authorization: `token ${bobToken}`, 'content-type': 'application/json' };
+    const refused = [
+      await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, { method: 'POST', headers: bob, body: JSON.stringify({ group: 42 }) }),
+      await fetch(`${hub.url}${PREFIX}api/hubs/community/users/a%00b/sessions`, { method: 'DELETE', headers: bob }),
+      await fetch(`${hub.url}${PREFIX}api/hubs/community/codes/not-a-uuid`, { method: 'DELETE', headers: bob }),
+      await fetch(`${hub.url}${PREFIX}api/logins?hub=%00`, { headers: bob }),
+    ];
+    for (const res of refused) {
+      expect(res.status, res.url).toBe(403);
+      expect(await res.json()).toMatchObject({ statusCode: 403, error: 'Forbidden', message: 'the auth-bridge admin API is for hub admins' });
+    }
   });
 
   it('revokes a user\u2019s sessions and grants', async () => {

@@ -20,6 +20,8 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
   const { prefix, db } = b;
   const typed = app.withTypeProvider<ZodTypeProvider>();
   const auth = { auth: { access: false, scopes: [] as string[] } };
+  // Runs as a route onRequest hook (after hubAuth's, before validation), so a non-admin is
+  // refused with 403 whatever the request holds, and learns nothing from validation messages.
   const requireAdmin = async (request: FastifyRequest) => {
     const user = request.hubUser;
     if (!user || !(user.admin || user.scopes.includes('admin:users'))) {
@@ -31,7 +33,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
     return b.config.hubs[hub]!;
   };
 
-  typed.get(`${prefix}api/hubs`, { config: auth, preHandler: requireAdmin }, async () =>
+  typed.get(`${prefix}api/hubs`, { config: auth, onRequest: requireAdmin }, async () =>
     Object.entries(b.config.hubs).map(([name, hub]) => ({
       name,
       displayName: hub.displayName ?? name,
@@ -42,7 +44,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
     })),
   );
 
-  typed.get(`${prefix}api/idps`, { config: auth, preHandler: requireAdmin }, async () =>
+  typed.get(`${prefix}api/idps`, { config: auth, onRequest: requireAdmin }, async () =>
     Object.entries(b.config.upstreams).map(([name, up]) => ({
       name,
       displayName: up.displayName,
@@ -56,7 +58,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
     `${prefix}api/logins`,
     {
       config: auth,
-      preHandler: requireAdmin,
+      onRequest: requireAdmin,
       schema: { querystring: z.object({ hub: dbText(100).optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }) },
     },
     async (request) => {
@@ -69,7 +71,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
 
   typed.delete(
     `${prefix}api/hubs/:hub/users/:username/sessions`,
-    { config: auth, preHandler: requireAdmin, schema: { params: hubParam.extend({ username: dbText(255) }) } },
+    { config: auth, onRequest: requireAdmin, schema: { params: hubParam.extend({ username: dbText(255) }) } },
     async (request) => {
       knownHub(request.params.hub);
       const accounts = await db
@@ -97,7 +99,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
 
   typed.post(
     `${prefix}api/hubs/:hub/codes`,
-    { config: auth, preHandler: requireAdmin, schema: { params: hubParam, body: codeBody } },
+    { config: auth, onRequest: requireAdmin, schema: { params: hubParam, body: codeBody } },
     async (request, reply) => {
       const hub = knownHub(request.params.hub);
       const body = request.body;
@@ -126,7 +128,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
     },
   );
 
-  typed.get(`${prefix}api/hubs/:hub/codes`, { config: auth, preHandler: requireAdmin, schema: { params: hubParam } }, async (request) => {
+  typed.get(`${prefix}api/hubs/:hub/codes`, { config: auth, onRequest: requireAdmin, schema: { params: hubParam } }, async (request) => {
     knownHub(request.params.hub);
     const rows = await db.selectFrom('access_code').selectAll().where('hub', '=', request.params.hub).orderBy('created_at', 'desc').execute();
     return rows.map((r) => ({
@@ -143,7 +145,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
 
   typed.delete(
     `${prefix}api/hubs/:hub/codes/:id`,
-    { config: auth, preHandler: requireAdmin, schema: { params: hubParam.extend({ id: z.uuid() }) } },
+    { config: auth, onRequest: requireAdmin, schema: { params: hubParam.extend({ id: z.uuid() }) } },
     async (request) => {
       knownHub(request.params.hub);
       const res = await db
@@ -157,7 +159,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
     },
   );
 
-  typed.post(`${prefix}api/keys/rotate`, { config: auth, preHandler: requireAdmin }, async () => ({ kid: await b.rotateKeys() }));
+  typed.post(`${prefix}api/keys/rotate`, { config: auth, onRequest: requireAdmin }, async () => ({ kid: await b.rotateKeys() }));
 }
 
 export const adminRoutesPlugin = fp(adminRoutes, { name: 'auth-bridge-admin', dependencies: ['auth-bridge-core'] });
