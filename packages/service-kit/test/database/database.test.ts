@@ -531,6 +531,21 @@ describe('database on postgres only', () => {
     );
   });
 
+  it('turns the JIT compiler off unless the URL turns it back on', async () => {
+    const jitOf = async (databaseUrl: string) => {
+      const database = await createDatabase<any>({ databaseUrl, dataDir: '', schema: 'jit_opts' });
+      try {
+        return (await sql<{ jit: string }>`show jit`.execute(database.db)).rows[0]!.jit;
+      } finally {
+        await database.destroy();
+      }
+    };
+    expect(await jitOf(url())).toBe('off');
+    const withJit = new URL(url());
+    withJit.searchParams.set('options', '-c jit=on');
+    expect(await jitOf(withJit.href)).toBe('on');
+  });
+
   it('keeps the search_path even when the URL carries its own options', async () => {
     const withOptions = new URL(url());
     withOptions.searchParams.set('options', '-c search_path=public');
