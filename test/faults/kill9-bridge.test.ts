@@ -111,26 +111,27 @@ describe('kill -9 of the auth-bridge around logins', () => {
     const bob = await rpLogin(bobBrowser, issuer(), HUB_B, { stopAt: new RegExp(`^${escape(`${base}${PREFIX}callback/uni-b`)}`) });
     expect(bob.page.url).toContain(`${PREFIX}callback/uni-b?`);
 
-    // Load while the kill lands: userinfo calls with alice's token, and bob's callback.
+    // Load while the kill lands: userinfo calls with alice's token, refresh grants with arno's
+    // refresh token (a hub refreshing its users' auth state), and bob's callback.
     let stop = false;
     const deadline = Date.now() + 30_000;
     let infos = 0;
-    const load = (async () => {
-      while (!stop && Date.now() < deadline) {
-        await client.fetchUserInfo(alice.flow.config, alice.tokens.access_token, alice.tokens.claims()!.sub).then(
-          () => (infos += 1),
-          () => new Promise((r) => setTimeout(r, 50)),
-        );
-      }
-    })();
-    await waitFor(async () => infos >= 5, { timeoutMs: 15_000, intervalMs: 10, what: 'userinfo load' });
+    let refreshes = 0;
+    const loop = async (call: () => Promise<unknown>, done: () => void) => {
+      while (!stop && Date.now() < deadline) await call().then(done, () => new Promise((r) => setTimeout(r, 50)));
+    };
+    const load = Promise.all([
+      loop(() => client.fetchUserInfo(alice.flow.config, alice.tokens.access_token, alice.tokens.claims()!.sub), () => (infos += 1)),
+      loop(() => client.refreshTokenGrant(arno.flow.config, arno.tokens.refresh_token!), () => (refreshes += 1)),
+    ]);
+    await waitFor(async () => infos >= 5 && refreshes >= 3, { timeoutMs: 15_000, intervalMs: 10, what: 'userinfo and refresh load' });
     bobBrowser.stopAt = new RegExp(`^${escape(HUB_B.redirectUri)}`);
     const bobCallback = bobBrowser.get(bob.page.url).then((page) => page, () => undefined);
     await services.kill9(child);
     const bobFirst = await bobCallback;
     child = await startCli();
-    const infosAtRestart = infos;
-    await waitFor(async () => infos >= infosAtRestart + 5, { timeoutMs: 15_000, intervalMs: 10, what: 'userinfo answers again after the restart' });
+    const [infosAtRestart, refreshesAtRestart] = [infos, refreshes];
+    await waitFor(async () => infos >= infosAtRestart + 5 && refreshes >= refreshesAtRestart + 3, { timeoutMs: 15_000, intervalMs: 10, what: 'userinfo and refresh answer again after the restart' });
     stop = true;
     await load;
 
@@ -194,7 +195,7 @@ describe('kill -9 of the auth-bridge around logins', () => {
     });
     try {
       const accounts = await app.db.selectFrom('account').select(['hub', 'idp', 'username', 'upstream_sub']).orderBy('username').execute();
-      console.info(`kill9-bridge: ${outcomes.join('; ')}; userinfo answers ${infosAtRestart} before, ${infos - infosAtRestart} after`);
+      console.info(`kill9-bridge: ${outcomes.join('; ')}; userinfo answers ${infosAtRestart} before, ${infos - infosAtRestart} after; refresh grants ${refreshesAtRestart} before, ${refreshes - refreshesAtRestart} after`);
       expect(accounts.map((a) => `${a.hub}/${a.username}`)).toEqual(['hub-a/alice', 'hub-a/arno', 'hub-b/bob@uni-b.edu', 'hub-b/carol@elsewhere.org']);
     } finally {
       await app.close();
