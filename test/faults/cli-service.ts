@@ -45,14 +45,26 @@ export function cliServices(): CliServices {
         stderr += c.toString();
         logs.push(c.toString());
       });
-      await waitFor(
+      // A process that exits (a configuration error, say) fails the start at once, not at the deadline.
+      let onExit: (() => void) | undefined;
+      const exited = new Promise<never>((_, reject) => {
+        onExit = () => reject(new Error(`${name} exited ${child.exitCode ?? child.signalCode}: ${stderr.slice(-800)}`));
+        child.once('exit', onExit);
+      });
+      const healthy = waitFor(
         async () => {
-          if (child.exitCode !== null) throw new Error(`${name} exited ${child.exitCode}: ${stderr.slice(-800)}`);
           const res = await fetch(`http://127.0.0.1:${port}/services/${name}/health`).catch(() => undefined);
           return res?.ok ?? false;
         },
         { timeoutMs: 90_000, intervalMs: 200, what: `${name} answers health` },
       );
+      try {
+        await Promise.race([healthy, exited]);
+      } finally {
+        child.off('exit', onExit!);
+        healthy.catch(() => undefined);
+        exited.catch(() => undefined);
+      }
       return child;
     },
   };
