@@ -32,7 +32,8 @@ const PUBLIC: Record<Service, RegExp[]> = {
   'auth-bridge': [/^static\/chooser\.js$/, /^oidc(\/\*)?$/, /^interaction\/:uid(\/login\/:idp)?$/, /^callback\/:idp$/, /^code\/:code$/],
   'profile-api': [/^static\/spawn\.js$/],
   // Static assets, and the shared course view whose credential is a signed share token (header).
-  'usage-collector': [/^dashboard\/assets\/:file$/, /^dashboard\/shared$/, /^api\/dashboard\/shared$/],
+  // `dashboard/` only redirects to the student view at the prefix (its first address).
+  'usage-collector': [/^dashboard\/$/, /^dashboard\/assets\/:file$/, /^dashboard\/shared$/, /^api\/dashboard\/shared$/],
   'data-gateway': [],
 };
 const PUBLIC_EVERYWHERE = [/^health$/, /^login$/, /^logout$/, /^oauth_callback$/];

@@ -52,6 +52,9 @@ function forbiddenHtml(prefix: string, message: string): string {
 <p><a href="${p}">Back to your own usage</a></p></main></body></html>`;
 }
 
+/** The query parameters the pages read (web/dashboard.js). */
+const VIEW_PARAMS = new Set(['period', 'from', 'to', 'group', 'page', 'sort', 'order']);
+
 export interface PagesOptions {
   routePrefix: string;
   config: UsageCollectorConfig;
@@ -82,8 +85,14 @@ export async function dashboardPages(fastify: FastifyInstance, opts: PagesOption
     return send(reply, pageHtml({ prefix, view: 'student', user: request.hubUser!.name }));
   });
   fastify.get(`${prefix}dashboard/`, { config: { auth: false } }, async (request, reply) => {
-    const query = request.url.indexOf('?');
-    return reply.redirect(`${prefix}${query === -1 ? '' : request.url.slice(query)}`, 301);
+    // Only the view's own settings travel on; anything else (a `next=`, say) is dropped, so this
+    // public redirect can't be used to carry an attacker's address anywhere.
+    const query = new URLSearchParams();
+    for (const [key, value] of new URL(request.url, 'http://x').searchParams) {
+      if (VIEW_PARAMS.has(key)) query.append(key, value);
+    }
+    const search = query.size > 0 ? `?${query}` : '';
+    return reply.redirect(`${prefix}${search}`, 301);
   });
 
   fastify.get(`${prefix}dashboard/course`, { config: { auth: { browser: true } } }, async (request, reply) => {
