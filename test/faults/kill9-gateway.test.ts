@@ -90,6 +90,8 @@ interface Answer {
   user: string;
   dataset: Dataset;
   accessKeyId: string;
+  /** When the request was sent: it decides which process answered (see `servedBy`). */
+  sent: number;
   /** When the client had the answer in hand (this machine's clock, as the gateway's). */
   at: number;
 }
@@ -124,6 +126,7 @@ describe('kill -9 of the data-gateway while four users ask for credentials', () 
       for (let n = k; !stop && Date.now() < deadline; n += 1) {
         const dataset: Dataset = n % 2 === 0 ? 'home' : 'shared';
         inFlight.count += 1;
+        const sent = Date.now();
         try {
           const res = await fetch(`${base}api/credentials`, {
             method: 'POST',
@@ -132,7 +135,7 @@ describe('kill -9 of the data-gateway while four users ask for credentials', () 
           });
           if (res.status === 200) {
             const body = (await res.json()) as { credentials: { accessKeyId: string } };
-            answers.push({ user, dataset, accessKeyId: body.credentials.accessKeyId, at: Date.now() });
+            answers.push({ user, dataset, accessKeyId: body.credentials.accessKeyId, sent, at: Date.now() });
           } else {
             await res.body?.cancel();
             refusals.push(res.status);
@@ -172,6 +175,13 @@ describe('kill -9 of the data-gateway while four users ask for credentials', () 
     stop = true;
     await load;
     lifetimes.push({ name: 'third process', from: third, to: Infinity, inFlightAtKill: 0 });
+    // A process's requests are those sent after it could be reached (its `from`: the previous one
+    // was dead by then) and before the next one could (its successor's `from`). Arrival time
+    // would not do: an answer written just before a kill can be read after the restart.
+    const servedBy = (life: (typeof lifetimes)[number], t: number) => {
+      const next = lifetimes[lifetimes.indexOf(life) + 1];
+      return t > life.from && t < (next ? next.from : Infinity);
+    };
     // Only an unreachable or restarting gateway may refuse (502 from nothing, 503 while starting); never a 500.
     expect(refusals.filter((status) => status !== 503)).toEqual([]);
 
@@ -200,11 +210,11 @@ describe('kill -9 of the data-gateway while four users ask for credentials', () 
     for (const user of USERS) {
       for (const dataset of Object.keys(DATASETS) as Dataset[]) {
         for (const life of lifetimes) {
-          const got = answers.filter((a) => a.user === user && a.dataset === dataset && a.at > life.from && a.at <= life.to);
+          const got = answers.filter((a) => a.user === user && a.dataset === dataset && servedBy(life, a.sent));
           const keys = [...new Set(got.map((a) => a.accessKeyId))];
           const what = `${user}/${dataset} ${life.name}`;
           expect(keys.length, `${what}: one cached credential per lifetime`).toBeLessThanOrEqual(1);
-          const own = issuances.filter((r) => r.user === user && r.dataset === dataset && Date.parse(r.issuedAt) > life.from && Date.parse(r.issuedAt) <= life.to);
+          const own = issuances.filter((r) => r.user === user && r.dataset === dataset && servedBy(life, Date.parse(r.issuedAt)));
           if (keys.length === 0) {
             // Nothing answered; at most an issuance whose answer the kill swallowed.
             expect(own.length, what).toBeLessThanOrEqual(1);
@@ -231,11 +241,11 @@ describe('kill -9 of the data-gateway while four users ask for credentials', () 
       }
     }
     expect(lostTotal).toBeLessThanOrEqual(lossBound);
-    const per = lifetimes.map((l) => `${l.name}: ${answers.filter((a) => a.at > l.from && a.at <= l.to).length} answers, ${issuances.filter((r) => Date.parse(r.issuedAt) > l.from && Date.parse(r.issuedAt) <= l.to).length} issuances`);
+    const per = lifetimes.map((l) => `${l.name}: ${answers.filter((a) => servedBy(l, a.sent)).length} answers, ${issuances.filter((r) => servedBy(l, Date.parse(r.issuedAt))).length} issuances`);
     console.info(`kill9-gateway: ${per.join('; ')}; repeat deliveries lost ${lostTotal} (bound ${lossBound}); refusals ${refusals.length}`);
 
     // The restarted gateway's credentials work against RGW.
-    const fresh = answers.find((a) => a.user === 'ann' && a.dataset === 'home' && a.at > third)!;
+    const fresh = answers.find((a) => a.user === 'ann' && a.dataset === 'home' && a.sent > third)!;
     const res = await fetch(`${base}api/credentials`, {
       method: 'POST',
       headers: { authorization: `token ${tokens.ann}`, 'content-type': 'application/json' },
