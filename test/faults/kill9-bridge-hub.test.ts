@@ -8,18 +8,15 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { createTestDatabase, freePort, startHub, waitFor } from '@hubside/testing';
 import type { RunningHub, TestDatabase } from '@hubside/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loginVia } from '../../services/auth-bridge/test/fixtures/hub.js';
+import { CLIENT_ID, bridgeAuthenticatorConfig, loginVia } from '../../services/auth-bridge/test/fixtures/hub.js';
 import { PREFIX, startUniversities } from '../../services/auth-bridge/test/fixtures/setup.js';
 import type { Universities } from '../../services/auth-bridge/test/fixtures/setup.js';
 import { cliServices } from './cli-service.js';
 
-const FIXTURES = dirname(fileURLToPath(new URL('../../services/auth-bridge/test/fixtures/bridge_authenticator.py', import.meta.url)));
-const CLIENT_ID = 'community-hub';
 const clientSecret = randomBytes(24).toString('hex');
 const serviceToken = randomBytes(32).toString('hex');
 
@@ -39,23 +36,7 @@ beforeAll(async () => {
     admins: ['root-admin'],
     users: ['root-admin'],
     services: [{ name: 'auth-bridge', url: `http://127.0.0.1:${bridgePort}`, apiToken: serviceToken }],
-    extraConfig: `
-import sys
-sys.path.insert(0, ${JSON.stringify(FIXTURES)})
-c.JupyterHub.authenticator_class = 'bridge_authenticator.BridgeAuthenticator'
-_pub = _h['bindUrl'].rstrip('/')
-_iss = _pub + '/services/auth-bridge/oidc'
-c.BridgeAuthenticator.client_id = ${JSON.stringify(CLIENT_ID)}
-c.BridgeAuthenticator.client_secret = ${JSON.stringify(clientSecret)}
-c.BridgeAuthenticator.authorize_url = _iss + '/auth'
-c.BridgeAuthenticator.token_url = _iss + '/token'
-c.BridgeAuthenticator.userdata_url = _iss + '/me'
-c.BridgeAuthenticator.oauth_callback_url = _pub + '/hub/oauth_callback'
-c.BridgeAuthenticator.username_claim = 'username'
-c.BridgeAuthenticator.allow_all = True
-c.Authenticator.enable_auth_state = True
-c.Authenticator.auth_refresh_age = 1
-`,
+    extraConfig: bridgeAuthenticatorConfig({ clientSecret }),
   });
   unis = await startUniversities(hub.url);
   // Disjoint domains, so the two universities can never yield the same username.
