@@ -3,10 +3,6 @@
  * Also resource-hour pricing of max(request, measured use) against a hand-computed fixture.
  * Runs on the real database engine (Postgres with DATABASE_URL, else PGlite).
  */
-import { createDatabase, migrate } from '@hubside/service-kit';
-import type { Database } from '@hubside/service-kit';
-import { createTestDatabase } from '@hubside/testing';
-import type { TestDatabase } from '@hubside/testing';
 import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -14,26 +10,23 @@ import { evaluateBudgets } from '../src/budgets.js';
 import { configSchema } from '../src/config.js';
 import type { Resources, UsageCollectorConfig } from '../src/config.js';
 import { storeMeasured } from '../src/measured.js';
-import { migrations } from '../src/migrations/index.js';
 import { buildStatement, monthStart, sortCards } from '../src/pricing.js';
 import { DEFAULT_RAW_DAYS, rollupSessions } from '../src/retention.js';
 import { loadUsage } from '../src/usage-source.js';
 import type { UsageFilter } from '../src/usage-source.js';
 import type { UsageDB } from '../src/usage.table.js';
+import { openUsageDatabase } from './fixtures/database.js';
+import type { UsageDatabase } from './fixtures/database.js';
 
-let tdb: TestDatabase;
-let database: Database<any>;
+let usage: UsageDatabase;
 let db: Kysely<UsageDB>;
 
 beforeAll(async () => {
-  tdb = await createTestDatabase({ schemas: ['usage_collector'] });
-  database = await createDatabase({ databaseUrl: tdb.databaseUrl, dataDir: tdb.dataDir, schema: 'usage_collector' });
-  await migrate(database, migrations);
-  db = database.db as Kysely<UsageDB>;
+  usage = await openUsageDatabase();
+  db = usage.db;
 }, 60_000);
 afterAll(async () => {
-  await database?.destroy();
-  await tdb?.drop();
+  await usage?.close();
 });
 beforeEach(async () => {
   for (const t of ['sessions', 'daily_usage', 'measured_samples'] as const) await db.deleteFrom(t).execute();

@@ -1,30 +1,23 @@
 /** Reconciliation and retention on the real database engine (Postgres with DATABASE_URL, else PGlite). */
-import { createDatabase, migrate } from '@hubside/service-kit';
-import type { Database } from '@hubside/service-kit';
-import { createTestDatabase } from '@hubside/testing';
-import type { TestDatabase } from '@hubside/testing';
 import fc from 'fast-check';
 import type { Kysely } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { migrations } from '../src/migrations/index.js';
 import { rollupSessions } from '../src/retention.js';
 import { sessionsRepository } from '../src/sessions-repository.js';
 import type { ObservedServer } from '../src/sessions-repository.js';
 import type { UsageDB } from '../src/usage.table.js';
+import { openUsageDatabase } from './fixtures/database.js';
+import type { UsageDatabase } from './fixtures/database.js';
 
-let tdb: TestDatabase;
-let database: Database<any>;
+let usage: UsageDatabase;
 let db: Kysely<UsageDB>;
 
 beforeAll(async () => {
-  tdb = await createTestDatabase({ schemas: ['usage_collector'] });
-  database = await createDatabase({ databaseUrl: tdb.databaseUrl, dataDir: tdb.dataDir, schema: 'usage_collector' });
-  await migrate(database, migrations);
-  db = database.db as Kysely<UsageDB>;
+  usage = await openUsageDatabase();
+  db = usage.db;
 }, 60_000);
 afterAll(async () => {
-  await database?.destroy();
-  await tdb?.drop();
+  await usage?.close();
 });
 beforeEach(async () => {
   await db.deleteFrom('sessions').execute();

@@ -2,29 +2,23 @@
  * The course/hub view cache: an answer is reused only while no poll landed and no session was
  * added, and never past its time to live; concurrent requests share one computation.
  */
-import { createDatabase, migrate } from '@hubside/service-kit';
-import { createTestDatabase } from '@hubside/testing';
-import type { TestDatabase } from '@hubside/testing';
 import type { Kysely } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createViewCache } from '../../src/dashboard/cache.js';
-import { migrations } from '../../src/migrations/index.js';
 import type { UsageDB } from '../../src/usage.table.js';
+import { openUsageDatabase } from '../fixtures/database.js';
+import type { UsageDatabase } from '../fixtures/database.js';
 
-let test: TestDatabase;
-let database: Awaited<ReturnType<typeof createDatabase>>;
+let usage: UsageDatabase;
 let db: Kysely<UsageDB>;
 
 beforeAll(async () => {
-  test = await createTestDatabase({ schemas: ['usage_collector'] });
-  database = await createDatabase({ databaseUrl: test.databaseUrl, dataDir: test.dataDir, schema: 'usage_collector' });
-  await migrate(database, migrations);
-  db = database.db as Kysely<UsageDB>;
+  usage = await openUsageDatabase();
+  db = usage.db;
 }, 60_000);
 
 afterAll(async () => {
-  await database?.destroy();
-  await test?.drop();
+  await usage?.close();
 });
 
 describe('the view cache', () => {

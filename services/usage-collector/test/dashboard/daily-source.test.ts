@@ -5,10 +5,6 @@
  * (another increment and resource-hour pricing), sessions across midnight, an open session and a
  * user with measured samples. Runs on Postgres with DATABASE_URL, else PGlite.
  */
-import { createDatabase, migrate } from '@hubside/service-kit';
-import type { Database } from '@hubside/service-kit';
-import { createTestDatabase } from '@hubside/testing';
-import type { TestDatabase } from '@hubside/testing';
 import { Decimal } from 'decimal.js';
 import type { Kysely } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,15 +13,15 @@ import type { Resources } from '../../src/config.js';
 import { dailyBreakdown, daysOf } from '../../src/dashboard/aggregate.js';
 import { loadDaily } from '../../src/dashboard/daily-source.js';
 import { storeMeasured } from '../../src/measured.js';
-import { migrations } from '../../src/migrations/index.js';
 import { monthStart, sortCards } from '../../src/pricing.js';
 import { rollupSessions } from '../../src/retention.js';
 import { loadUsage } from '../../src/usage-source.js';
 import type { UsageFilter } from '../../src/usage-source.js';
 import type { UsageDB } from '../../src/usage.table.js';
+import { openUsageDatabase } from '../fixtures/database.js';
+import type { UsageDatabase } from '../fixtures/database.js';
 
-let tdb: TestDatabase;
-let database: Database<any>;
+let usage: UsageDatabase;
 let db: Kysely<UsageDB>;
 
 const config = configSchema.parse({
@@ -51,10 +47,8 @@ const USERS: [string, string[]][] = [
 ];
 
 beforeAll(async () => {
-  tdb = await createTestDatabase({ schemas: ['usage_collector'] });
-  database = await createDatabase({ databaseUrl: tdb.databaseUrl, dataDir: tdb.dataDir, schema: 'usage_collector' });
-  await migrate(database, migrations);
-  db = database.db as Kysely<UsageDB>;
+  usage = await openUsageDatabase();
+  db = usage.db;
   // A deterministic pseudo-random month: 1-3 sessions a day per user, some across midnight.
   let seed = 7;
   const rnd = (n: number) => ((seed = (seed * 48271) % 2147483647) % n);
@@ -99,8 +93,7 @@ beforeAll(async () => {
   await rollupSessions(db, new Date(Date.UTC(2026, 9, 10)), config.rateCards);
 }, 120_000);
 afterAll(async () => {
-  await database?.destroy();
-  await tdb?.drop();
+  await usage?.close();
 });
 
 const one = new Decimal(1);
