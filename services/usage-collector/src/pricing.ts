@@ -26,6 +26,8 @@ export interface PricedSession {
   end: Date;
   /** Measured use above this session's request, per sample interval (see measured-shares.ts). */
   extras?: readonly MeasuredExtra[];
+  /** The server's last reported activity, when known: it ran idle from then on. */
+  lastActivity?: Date | null;
 }
 
 /** Over [from, to) the session used `cpu` cores and `gib` GiB more than it requested. */
@@ -62,8 +64,14 @@ const HOUR = new Decimal(3600);
 const CENTS = 2;
 export const DAY_MS = 86_400_000;
 
+// Pricing a whole hub asks for each card's start and prices hundreds of thousands of times.
+const starts = new WeakMap<RateCard, number>();
+const prices = new WeakMap<RateCard, Map<string, Decimal>>();
+
 function cardStart(card: RateCard): number {
-  return Date.parse(`${card.effectiveFrom}T00:00:00Z`);
+  let t = starts.get(card);
+  if (t === undefined) starts.set(card, (t = Date.parse(`${card.effectiveFrom}T00:00:00Z`)));
+  return t;
 }
 
 /** Rate cards sorted by effective date, oldest first. */
@@ -86,7 +94,17 @@ export function dayStart(t: number): number {
   return Math.floor(t / DAY_MS) * DAY_MS;
 }
 
+/** A card's hourly price of a request, remembered per card (cards are not changed once parsed). */
 function requestPrice(card: RateCard, profile: string | null, r: Resources): Decimal {
+  let byKey = prices.get(card);
+  if (!byKey) prices.set(card, (byKey = new Map()));
+  const key = card.mode === 'profile-hour' ? `p\u0000${profile ?? ''}` : `r\u0000${r.cpuGuarantee}\u0000${r.memGuaranteeGiB}\u0000${r.gpus}`;
+  let price = byKey.get(key);
+  if (!price) byKey.set(key, (price = computePrice(card, profile, r)));
+  return price;
+}
+
+function computePrice(card: RateCard, profile: string | null, r: Resources): Decimal {
   if (card.mode === 'profile-hour') {
     const price = (profile !== null ? card.profileHour[profile] : undefined) ?? card.defaultProfileHour;
     return new Decimal(price);
@@ -189,10 +207,17 @@ export class Tally {
   }
 
   cost(): Decimal {
-    let sum = new Decimal(0);
-    for (const b of this.buckets.values()) sum = sum.plus(requestPrice(b.card, b.profile, b.resources).times(b.billed).div(HOUR));
-    for (const [card, e] of this.extras) sum = sum.plus(e.cpu.times(card.cpuHour).plus(e.gib.times(card.gibHour)).div(HOUR));
-    return sum;
+    // Starting from the first term, not from zero: the same sum with one Decimal fewer (x + 0 is x).
+    let sum: Decimal | undefined;
+    for (const b of this.buckets.values()) {
+      const term = requestPrice(b.card, b.profile, b.resources).times(b.billed).div(HOUR);
+      sum = sum ? sum.plus(term) : term;
+    }
+    for (const [card, e] of this.extras) {
+      const term = e.cpu.times(card.cpuHour).plus(e.gib.times(card.gibHour)).div(HOUR);
+      sum = sum ? sum.plus(term) : term;
+    }
+    return sum ?? ZERO;
   }
 }
 
@@ -235,7 +260,15 @@ function tallyOf(sessions: readonly PricedSession[], rolled: readonly RolledUsag
 }
 
 function clampZero(d: Decimal): Decimal {
-  return d.isNegative() ? new Decimal(0) : d;
+  return d.isNegative() ? ZERO : d;
+}
+
+const allowances = new WeakMap<RateCard, Decimal>();
+function allowanceOf(card: RateCard | null): Decimal {
+  if (!card) return ZERO;
+  let a = allowances.get(card);
+  if (!a) allowances.set(card, (a = new Decimal(card.freeAllowancePerMonth ?? 0)));
+  return a;
 }
 
 export interface UserCharge {
@@ -261,18 +294,26 @@ export function chargeUser(
   sorted: readonly RateCard[],
   rolled: readonly RolledUsage[] = [],
 ): UserCharge {
-  let grossSum = new Decimal(0);
-  let net = new Decimal(0);
+  let grossSum = ZERO;
+  let net = ZERO;
   let seconds = 0;
-  for (let m = monthStart(from); m < to; m = nextMonth(m)) {
+  for (let m = monthStart(from), next = nextMonth(m); m < to; m = next, next = nextMonth(m)) {
     const a = Math.max(from, m);
-    const b = Math.min(to, nextMonth(m));
-    const card = cardAt(sorted, m) ?? cardAt(sorted, a);
-    const allowance = new Decimal(card?.freeAllowancePerMonth ?? 0);
-    const before = tallyOf(sessions, rolled, m, a, sorted).cost();
+    const b = Math.min(to, next);
+    const allowance = allowanceOf(cardAt(sorted, m) ?? cardAt(sorted, a));
     const inside = tallyOf(sessions, rolled, a, b, sorted);
     seconds += inside.seconds;
-    const upto = before.plus(inside.cost());
+    const insideCost = inside.cost();
+    if (a === m) {
+      // Nothing before the period in this month: the general case below with before = 0, whose
+      // terms are exactly these (x + 0 and x - 0 are x; 0 - allowance clamps to 0). Decimals are
+      // most of a hub statement's time, so the common case skips the ones that add nothing.
+      grossSum = grossSum.plus(insideCost);
+      net = net.plus(clampZero(insideCost.minus(allowance)));
+      continue;
+    }
+    const before = tallyOf(sessions, rolled, m, a, sorted).cost();
+    const upto = before.plus(insideCost);
     grossSum = grossSum.plus(upto.minus(before));
     net = net.plus(clampZero(upto.minus(allowance)).minus(clampZero(before.minus(allowance))));
   }
@@ -292,16 +333,30 @@ export function primaryGroup(groups: readonly string[], order: readonly string[]
   return [...groups].sort()[0] ?? null;
 }
 
-/** Shares of a rounded amount for each group; the shares always add up to the amount except for `full`. */
-export function attribute(amount: Decimal, groups: readonly string[], rule: AttributionRule, order: readonly string[]): Map<string, Decimal> {
-  const out = new Map<string, Decimal>();
+/**
+ * Money rounded to cents as a whole number of cents, and back. A statement adds up its users'
+ * rounded amounts in whole cents: exact (up to 2^53 cents, about 90 trillion), and much cheaper
+ * than decimals for a hub of thousands of users.
+ */
+export function centsOf(rounded: Decimal): number {
+  // The digits without the point: no binary fraction on the way.
+  return Number(rounded.toFixed(CENTS).replace('.', ''));
+}
+export function formatCents(cents: number): string {
+  const abs = Math.abs(cents);
+  return `${cents < 0 ? '-' : ''}${Math.floor(abs / 100)}.${String(abs % 100).padStart(2, '0')}`;
+}
+
+/** Shares, in whole cents, of an amount in whole cents for each group; they always add up to the amount except for `full`. */
+export function attributeCents(cents: number, groups: readonly string[], rule: AttributionRule, order: readonly string[]): Map<string, number> {
+  const out = new Map<string, number>();
   if (groups.length === 0) return out;
   if (rule === 'full') {
-    for (const g of groups) out.set(g, amount);
+    for (const g of groups) out.set(g, cents);
     return out;
   }
   if (rule === 'primary') {
-    out.set(primaryGroup(groups, order)!, amount);
+    out.set(primaryGroup(groups, order)!, cents);
     return out;
   }
   // Even split in whole cents; leftover cents go one each to the groups first in order.
@@ -311,14 +366,19 @@ export function attribute(amount: Decimal, groups: readonly string[], rule: Attr
     if (ia !== ib) return (ia < 0 ? Infinity : ia) - (ib < 0 ? Infinity : ib);
     return a < b ? -1 : a > b ? 1 : 0;
   });
-  const cents = amount.times(100);
-  const each = cents.divToInt(ordered.length);
-  let rest = cents.minus(each.times(ordered.length)).toNumber();
+  const each = Math.floor(cents / ordered.length);
+  let rest = cents - each * ordered.length;
   for (const g of ordered) {
-    const share = rest > 0 ? each.plus(1) : each;
+    out.set(g, rest > 0 ? each + 1 : each);
     if (rest > 0) rest -= 1;
-    out.set(g, share.div(100));
   }
+  return out;
+}
+
+/** Shares of a rounded amount for each group; the shares always add up to the amount except for `full`. */
+export function attribute(amount: Decimal, groups: readonly string[], rule: AttributionRule, order: readonly string[]): Map<string, Decimal> {
+  const out = new Map<string, Decimal>();
+  for (const [g, c] of attributeCents(centsOf(amount), groups, rule, order)) out.set(g, new Decimal(formatCents(c)));
   return out;
 }
 
@@ -369,34 +429,41 @@ export function buildStatement(opts: {
 }): Statement {
   const sorted = sortCards(opts.cards);
   const users: StatementLine[] = [];
-  const groupTotals = new Map<string, { net: Decimal; users: number }>();
-  let total = { seconds: 0, gross: new Decimal(0), net: new Decimal(0) };
-  let unattributed = new Decimal(0);
+  // Money below is in whole cents (see centsOf).
+  const groupTotals = new Map<string, { net: number; users: number }>();
+  const total = { seconds: 0, gross: 0, net: 0 };
+  let unattributed = 0;
   const names = [...new Set([...opts.sessionsByUser.keys(), ...(opts.rolledByUser?.keys() ?? [])])].sort();
   for (const name of names) {
     const charge = chargeUser(name, opts.sessionsByUser.get(name) ?? [], opts.from, opts.to, sorted, opts.rolledByUser?.get(name) ?? []);
     if (charge.seconds === 0) continue;
-    const net = roundMoney(charge.netExact);
+    const net = centsOf(roundMoney(charge.netExact));
+    const gross = centsOf(roundMoney(charge.gross));
     users.push({
       user: name,
       groups: charge.groups,
       hours: hoursOf(charge.seconds),
-      gross: roundMoney(charge.gross).toFixed(CENTS),
-      allowance: roundMoney(charge.gross).minus(net).toFixed(CENTS),
-      net: net.toFixed(CENTS),
+      gross: formatCents(gross),
+      allowance: formatCents(gross - net),
+      net: formatCents(net),
     });
-    total = { seconds: total.seconds + charge.seconds, gross: total.gross.plus(roundMoney(charge.gross)), net: total.net.plus(net) };
-    const shares = attribute(net, charge.groups, opts.rule, opts.order);
-    if (shares.size === 0) unattributed = unattributed.plus(net);
+    total.seconds += charge.seconds;
+    total.gross += gross;
+    total.net += net;
+    const shares = attributeCents(net, charge.groups, opts.rule, opts.order);
+    if (shares.size === 0) unattributed += net;
     for (const [g, share] of shares) {
-      const t = groupTotals.get(g) ?? { net: new Decimal(0), users: 0 };
-      groupTotals.set(g, { net: t.net.plus(share), users: t.users + 1 });
+      const t = groupTotals.get(g);
+      if (t) {
+        t.net += share;
+        t.users += 1;
+      } else groupTotals.set(g, { net: share, users: 1 });
     }
   }
   const groups = [...groupTotals.entries()]
     .filter(([g]) => !opts.onlyGroups || opts.onlyGroups.has(g))
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([group, t]) => ({ group, users: t.users, net: t.net.toFixed(CENTS), overlapping: opts.rule === 'full' }));
+    .map(([group, t]) => ({ group, users: t.users, net: formatCents(t.net), overlapping: opts.rule === 'full' }));
   return {
     from: new Date(opts.from).toISOString(),
     to: new Date(opts.to).toISOString(),
@@ -404,7 +471,7 @@ export function buildStatement(opts: {
     attribution: opts.rule,
     users,
     groups,
-    unattributed: unattributed.toFixed(CENTS),
-    total: { hours: hoursOf(total.seconds), gross: total.gross.toFixed(CENTS), net: total.net.toFixed(CENTS) },
+    unattributed: formatCents(unattributed),
+    total: { hours: hoursOf(total.seconds), gross: formatCents(total.gross), net: formatCents(total.net) },
   };
 }

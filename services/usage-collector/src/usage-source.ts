@@ -12,6 +12,7 @@ import { sql } from 'kysely';
 import type { Expression, Kysely, RawBuilder, SqlBool } from 'kysely';
 import type { RateCard, Resources } from './config.js';
 import { withMeasuredExtras } from './measured-shares.js';
+import { piecesSource } from './pieces.js';
 import type { MeasuredSample } from './measured-shares.js';
 import { DAY_MS, dayStart, nextMonth } from './pricing.js';
 import type { PricedSession, RolledUsage } from './pricing.js';
@@ -27,6 +28,11 @@ export interface UsageFilter {
 export interface LoadedUsage {
   sessionsByUser: Map<string, PricedSession[]>;
   rolledByUser: Map<string, RolledUsage[]>;
+  /**
+   * When asked for (`idleFrom`): per user, the seconds in [idleFrom, to) their servers ran after
+   * their last activity. Raw sessions only: a rollup keeps no activity times, so rolled-up days count 0.
+   */
+  idleByUser?: Map<string, number>;
 }
 
 // Sample intervals are at most an hour long (see the poller): load this much around the range.
@@ -44,8 +50,11 @@ function ceilDay(t: number): number {
   return d === t ? d : d + DAY_MS;
 }
 
-/** A predicate over a table with `user_name` and `groups` columns; null when nothing can match. */
-export function filterSql(f: UsageFilter): Expression<SqlBool> | null | true {
+/**
+ * A predicate over a table with `user_name` and `groups` columns (or, with `groupsBy` 'shape', a
+ * `shape` column keyed into `usage_shapes`); null when nothing can match.
+ */
+export function filterSql(f: UsageFilter, groupsBy: 'groups' | 'shape' = 'groups'): Expression<SqlBool> | null | true {
   const parts: Expression<SqlBool>[] = [];
   if (f.users) {
     if (f.users.length === 0 && f.match !== 'any') return null;
@@ -54,7 +63,10 @@ export function filterSql(f: UsageFilter): Expression<SqlBool> | null | true {
   }
   if (f.groups) {
     if (f.groups.length === 0 && f.match !== 'any') return null;
-    if (f.groups.length) parts.push(sql<SqlBool>`(${sql.join(f.groups.map((g) => sql`groups @> ${JSON.stringify([g])}::jsonb`), sql` or `)})`);
+    if (f.groups.length) {
+      const any = sql<SqlBool>`(${sql.join(f.groups.map((g) => sql`groups @> ${JSON.stringify([g])}::jsonb`), sql` or `)})`;
+      parts.push(groupsBy === 'groups' ? any : sql<SqlBool>`shape in (select id from usage_shapes where ${any})`);
+    }
   }
   if (parts.length === 0) return f.users || f.groups ? null : true;
   return sql<SqlBool>`(${sql.join(parts, f.match === 'any' ? sql` or ` : sql` and `)})`;
@@ -74,7 +86,7 @@ export async function loadSessions(
   if (where === null || onlyUsers?.length === 0) return out;
   const rows = await db
     .selectFrom('sessions')
-    .select(['user_name', 'profile', 'resources', 'groups', 'started', 'stopped', 'last_seen'])
+    .select(['user_name', 'profile', 'resources', 'groups', 'started', 'stopped', 'last_seen', 'last_activity'])
     .where('started', '<', new Date(to))
     .where((eb) => eb.or([eb('stopped', 'is', null), eb('stopped', '>', new Date(from))]))
     .$if(where !== true, (q) => q.where(where as Expression<SqlBool>))
@@ -93,6 +105,7 @@ export async function loadSessions(
       start: new Date(r.started),
       // An open session is billed up to the last poll that saw it, never beyond what was observed.
       end: stopped ?? (lastSeen < now ? lastSeen : now),
+      lastActivity: r.last_activity ? new Date(r.last_activity) : null,
     };
     const list = out.get(r.user_name);
     if (list) list.push(s);
@@ -161,26 +174,33 @@ interface Aggregated {
   gib_extra?: string;
 }
 
+// Decimals are immutable, so lines without extras can share one zero.
+const ZERO = new Decimal(0);
+
 function toLines(rows: readonly Aggregated[], segStart: readonly number[]): Map<string, RolledUsage[]> {
   const latest = new Map<string, { last: string; groups: string }>();
   for (const r of rows) {
     const cur = latest.get(r.user_name);
     if (!cur || r.last > cur.last) latest.set(r.user_name, { last: r.last, groups: r.groups });
   }
+  // Rows repeat a few distinct texts: parse each once (the parsed values are only read).
   const parsed = new Map<string, string[]>();
+  const parsedResources = new Map<string, Resources>();
   const out = new Map<string, RolledUsage[]>();
   for (const r of rows) {
     const g = latest.get(r.user_name)!.groups;
     let groups = parsed.get(g);
     if (!groups) parsed.set(g, (groups = JSON.parse(g) as string[]));
+    let resources = parsedResources.get(r.resources);
+    if (!resources) parsedResources.set(r.resources, (resources = JSON.parse(r.resources) as Resources));
     const line: RolledUsage = {
       day: segStart[Number(r.seg)]!,
       profile: r.profile === '' ? null : r.profile,
-      resources: JSON.parse(r.resources) as Resources,
+      resources,
       seconds: Number(r.seconds),
       billedSeconds: Number(r.billed),
-      cpuExtra: new Decimal(r.cpu_extra ?? 0),
-      gibExtra: new Decimal(r.gib_extra ?? 0),
+      cpuExtra: r.cpu_extra === undefined || r.cpu_extra === '0' ? ZERO : new Decimal(r.cpu_extra),
+      gibExtra: r.gib_extra === undefined || r.gib_extra === '0' ? ZERO : new Decimal(r.gib_extra),
       sessions: Number(r.sessions),
       groups,
     };
@@ -188,6 +208,17 @@ function toLines(rows: readonly Aggregated[], segStart: readonly number[]): Map<
     if (list) list.push(line);
     else out.set(r.user_name, [line]);
   }
+  return out;
+}
+
+/** The profile, resources and groups (as text) that `usage_shapes` ids stand for. */
+async function shapesOf(db: Kysely<UsageDB>, ids: readonly number[]): Promise<Map<number, { profile: string; resources: string; groups: string }>> {
+  const wanted = [...new Set(ids)];
+  const out = new Map<number, { profile: string; resources: string; groups: string }>();
+  if (wanted.length === 0) return out;
+  const r = await sql<{ id: number; profile: string; resources: string; groups: string }>`
+    select id, profile, resources::text as resources, groups::text as groups from usage_shapes where id = any(${wanted}::int[])`.execute(db);
+  for (const x of r.rows) out.set(Number(x.id), { profile: x.profile, resources: x.resources, groups: x.groups });
   return out;
 }
 
@@ -204,7 +235,8 @@ function segments(first: number, last: number, cards: readonly RateCard[], cuts:
 /**
  * Raw sessions of users without measured samples, cut into the same UTC-day pieces as
  * `dayPieces` (each rounded up to its day's card increment) and summed per segment in SQL, so a
- * whole hub's month never crosses into JavaScript row by row. Only for day-aligned ranges.
+ * whole hub's month never crosses into JavaScript row by row. Closed sessions' whole days are read
+ * as cut ahead of time (pieces.ts). Cuts must be midnights.
  */
 async function aggregateRaw(
   db: Kysely<UsageDB>,
@@ -215,25 +247,39 @@ async function aggregateRaw(
   cards: readonly RateCard[],
   cuts: readonly number[],
   exceptUsers: readonly string[],
-): Promise<{ lines: Map<string, RolledUsage[]>; groups: Map<string, string[]> }> {
+  idleFrom?: number,
+): Promise<{ lines: Map<string, RolledUsage[]>; groups: Map<string, string[]>; idle: Map<string, number> }> {
   const where = filterSql(filter);
-  if (where === null || to <= from) return { lines: new Map(), groups: new Map() };
+  const idle = new Map<string, number>();
+  if (where === null || to <= from) return { lines: new Map(), groups: new Map(), idle };
   const { bounds, segStart } = segments(from, to, cards, cuts);
-  const cond = sql`started < ${new Date(to)} and (stopped is null or stopped > ${new Date(from)})
-    ${where === true ? sql`` : sql`and ${where}`}
-    ${exceptUsers.length ? sql`and not (user_name = any(${[...exceptUsers]}::text[]))` : sql``}`;
-  // Times are cut to milliseconds, as JavaScript Dates see them, so both paths round alike.
-  const rows = await sql<Aggregated>`
-    with ${piecesCte(cond, { from: new Date(from), to: new Date(to), now, cards })}
-    select user_name, profile, resources, groups, to_char(max(started) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') as last,
+  // Grouped by shape (an integer standing for profile, resources and groups), named here from
+  // `usage_shapes`: a few rows, so each profile, resources and groups text is read and parsed once.
+  const agg = await sql<Omit<Aggregated, 'profile' | 'resources' | 'groups'> & { shape: number; idle?: string }>`
+    with ${piecesSource(filter, { from: new Date(from), to: new Date(to), now, cards, except: exceptUsers })}
+    select user_name, shape, to_char(max(started) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') as last,
            width_bucket(day, ${bounds.map((b) => new Date(b).toISOString())}::timestamptz[]) as seg,
-           count(*)::text as sessions, sum(secs)::text as seconds,
-           coalesce(sum(ceil(secs / inc - 0.000000001) * inc), 0)::text as billed
-    from q group by user_name, profile, resources, groups, seg`.execute(db);
+           count(*)::text as sessions, sum(secs)::text as seconds, coalesce(sum(ceil(secs / inc - 0.000000001) * inc), 0)::text as billed
+           ${idleFrom === undefined ? sql`` : sql`, coalesce(sum(idle) filter (where day >= ${new Date(idleFrom)}), 0)::text as idle`}
+    from q group by user_name, shape, seg`.execute(db);
+  for (const r of agg.rows) if (r.idle !== undefined) idle.set(r.user_name, (idle.get(r.user_name) ?? 0) + Number(r.idle));
+  const shapes = await shapesOf(db, agg.rows.map((r) => r.shape));
+  const rows = { rows: agg.rows.map((r) => Object.assign(r, shapes.get(r.shape)!)) };
   const lines = toLines(rows.rows, segStart);
   const groups = new Map<string, string[]>();
   for (const [user, list] of lines) groups.set(user, [...(list[0]?.groups ?? [])]);
-  return { lines, groups };
+  return { lines, groups, idle };
+}
+
+/** Seconds of `sessions` inside [from, to) after their last activity. */
+export function idleSeconds(sessions: readonly PricedSession[], from: number, to: number): number {
+  let idle = 0;
+  for (const s of sessions) {
+    const end = Math.min(s.end.getTime(), to);
+    const start = Math.max(s.lastActivity?.getTime() ?? s.start.getTime(), s.start.getTime(), from);
+    if (end > start) idle += (end - start) / 1000;
+  }
+  return idle;
 }
 
 /**
@@ -269,21 +315,25 @@ export async function loadRolled(
 }
 
 /**
- * Everything priced for [from, to): raw sessions and rollups, per user. For day-aligned ranges the
- * raw sessions of users without measured samples are summed in SQL (`rolledByUser` then holds them
- * too); users with samples, and ranges that start or end inside a day, are priced session by session.
+ * Everything priced for [from, to): raw sessions and rollups, per user (and, with `idleFrom`, their
+ * idle time from then on). When every cut (and `idleFrom`) is at a midnight, the raw sessions of users without measured samples are summed in SQL (`rolledByUser`
+ * then holds them too, a range's partial first day dated by the range's start); users with samples,
+ * and loads cut inside a day, are priced session by session.
  */
 export async function loadUsage(
   db: Kysely<UsageDB>,
   filter: UsageFilter,
-  range: { from: number; to: number; now: Date; cards: readonly RateCard[]; cuts?: readonly number[] },
+  range: { from: number; to: number; now: Date; cards: readonly RateCard[]; cuts?: readonly number[]; idleFrom?: number },
 ): Promise<LoadedUsage> {
   const cuts = range.cuts ?? [];
-  const aligned = [range.from, range.to, ...cuts].every((t) => t % DAY_MS === 0);
+  // Segments are whole days inside the range (its ends may cut a day: see piecesSource).
+  const aligned = [...cuts, range.idleFrom ?? 0].every((t) => t % DAY_MS === 0);
   const rolledP = loadRolled(db, filter, range.from, range.to, range.cards, cuts);
   if (!aligned) {
     const [sessionsByUser, rolledByUser] = await Promise.all([loadSessions(db, filter, range.from, range.to, range.now), rolledP]);
-    return { sessionsByUser, rolledByUser };
+    if (range.idleFrom === undefined) return { sessionsByUser, rolledByUser };
+    const idleFrom = range.idleFrom;
+    return { sessionsByUser, rolledByUser, idleByUser: new Map([...sessionsByUser].map(([u, list]) => [u, idleSeconds(list, idleFrom, range.to)])) };
   }
   const sampled = await db
     .selectFrom('measured_samples')
@@ -295,7 +345,7 @@ export async function loadUsage(
   const sampledUsers = sampled.map((r) => r.user_name);
   const [sessionsByUser, raw, rolledByUser] = await Promise.all([
     loadSessions(db, filter, range.from, range.to, range.now, sampledUsers),
-    aggregateRaw(db, filter, range.from, range.to, range.now, range.cards, cuts, sampledUsers),
+    aggregateRaw(db, filter, range.from, range.to, range.now, range.cards, cuts, sampledUsers, range.idleFrom),
     rolledP,
   ]);
   // Raw sessions are newer than any rollup, so their groups are the user's current ones.
@@ -303,5 +353,8 @@ export async function loadUsage(
     const older = (rolledByUser.get(user) ?? []).map((l) => ({ ...l, groups: raw.groups.get(user) ?? l.groups }));
     rolledByUser.set(user, [...older, ...lines]);
   }
-  return { sessionsByUser, rolledByUser };
+  if (range.idleFrom === undefined) return { sessionsByUser, rolledByUser };
+  const idleByUser = raw.idle;
+  for (const [user, list] of sessionsByUser) idleByUser.set(user, idleSeconds(list, range.idleFrom, range.to));
+  return { sessionsByUser, rolledByUser, idleByUser };
 }

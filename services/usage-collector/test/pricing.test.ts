@@ -3,7 +3,7 @@ import { Decimal } from 'decimal.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { configSchema, pollIntervalMs } from '../src/config.js';
-import { attribute, buildStatement, chargeUser, priceSession, sortCards } from '../src/pricing.js';
+import { attribute, buildStatement, centsOf, chargeUser, formatCents, priceSession, sortCards } from '../src/pricing.js';
 import type { AttributionRule, PricedSession } from '../src/pricing.js';
 
 const card = (over: Record<string, unknown>) => configSchema.parse({ rateCards: [{ id: 'x', effectiveFrom: '2026-01-01', ...over }] }).rateCards[0]!;
@@ -112,6 +112,16 @@ describe('attribution of a user in several groups', () => {
           for (const v of shares.values()) expect(v.decimalPlaces()).toBeLessThanOrEqual(2);
         },
       ),
+    );
+  });
+
+  it('property: whole cents convert to and from rounded money exactly, as decimals print it', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: -9_000_000_000_000_000, max: 9_000_000_000_000_000 }), (cents) => {
+        const amount = new Decimal(cents).div(100);
+        expect(formatCents(cents)).toBe(amount.toFixed(2));
+        expect(centsOf(amount)).toBe(cents);
+      }),
     );
   });
 

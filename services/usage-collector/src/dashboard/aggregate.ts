@@ -150,8 +150,8 @@ export function budgetUsed(b: Budget, user: string, usage: Usage, now: number, c
   return roundMoney(b.window === 'month' ? c.netExact : c.gross);
 }
 
-export function ratio(used: Decimal, limit: string): number {
-  const l = new Decimal(limit);
+export function ratio(used: Decimal, limit: string | Decimal): number {
+  const l = typeof limit === 'string' ? new Decimal(limit) : limit;
   if (l.isZero()) return used.isZero() ? 1 : Number.POSITIVE_INFINITY;
   return used.div(l).toNumber();
 }

@@ -4,22 +4,21 @@
  * and pricing as the statement and usage APIs, so the figures agree with them.
  */
 import { Decimal } from 'decimal.js';
-import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import { evaluateBudgets, quotaFrom } from '../budgets.js';
 import type { Budget, UsageCollectorConfig } from '../config.js';
 import { DAY_MS, buildStatement, chargeUser, dayStart, hoursOf, monthStart, nextMonth, primaryGroup, priceSession, roundMoney, sortCards, Tally } from '../pricing.js';
 import type { SessionsRepository } from '../sessions-repository.js';
-import { loadSessions, loadUsage } from '../usage-source.js';
-import type { UsageFilter } from '../usage-source.js';
+import { loadUsage } from '../usage-source.js';
+import type { LoadedUsage, UsageFilter } from '../usage-source.js';
 import type { UsageDB } from '../usage.table.js';
 import { budgetUsed, budgetWindowStart, byProfile, dailyBreakdown, daysOf, percent, ratio, runsOut, userBudget } from './aggregate.js';
 import type { Usage } from './aggregate.js';
 import { createViewCache } from './cache.js';
 import type { ViewCache } from './cache.js';
-import { loadDaily } from './daily-source.js';
+import { loadActiveUsers, loadDaily } from './daily-source.js';
 import type { DailyUsage } from './daily-source.js';
-import { withoutJit } from './no-jit.js';
+import { reportQuery } from './report-query.js';
 
 export interface Range {
   from: number;
@@ -48,6 +47,43 @@ export interface StudentLine {
   budget_percent: number | null;
 }
 
+const ZERO = new Decimal(0);
+
+/** A budget's limit as shown and as a decimal, read once per budget (budgets are not changed once parsed). */
+const limits = new WeakMap<Budget, { text: string; value: Decimal }>();
+function limitOf(b: Budget): { text: string; value: Decimal } {
+  let l = limits.get(b);
+  if (!l) {
+    const value = new Decimal(b.limit);
+    limits.set(b, (l = { text: value.toFixed(2), value }));
+  }
+  return l;
+}
+
+/**
+ * The course's lines sorted by each key and direction, each order computed once (on first use) and
+ * kept with the lines: figures are parsed once per sort, not once per comparison. Ties go by user.
+ */
+function sortedOrders(lines: readonly StudentLine[]) {
+  const memo = new Map<string, StudentLine[]>();
+  return (key: SortKey, order: 'asc' | 'desc'): StudentLine[] => {
+    const id = `${key}:${order}`;
+    let out = memo.get(id);
+    if (out) return out;
+    const byUser = (a: StudentLine, b: StudentLine) => (a.user < b.user ? -1 : a.user > b.user ? 1 : 0);
+    const dir = order === 'asc' ? 1 : -1;
+    if (key === 'user') out = [...lines].sort((a, b) => dir * byUser(a, b));
+    else {
+      // A line without a budget sorts below every figure.
+      const keyed = lines.map((l) => ({ l, v: l[key] === null ? -1 : Number(l[key]) }));
+      keyed.sort((a, b) => dir * (a.v - b.v || byUser(a.l, b.l)));
+      out = keyed.map((x) => x.l);
+    }
+    memo.set(id, out);
+    return out;
+  };
+}
+
 export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, config: UsageCollectorConfig, cache: ViewCache = createViewCache(db, { ttlMs: 0 })) {
   const cards = sortCards(config.rateCards);
 
@@ -56,118 +92,55 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
    * every day for a per-user chart (`byDay`); many users' charts read `daily` instead, so the
    * statement's load stays a few rows per user.
    */
-  function load(q: Kysely<UsageDB>, filter: UsageFilter, range: Range, now: number, byDay: boolean): Promise<Usage> {
+  function load(q: Kysely<UsageDB>, filter: UsageFilter, range: Range, now: number, byDay: boolean, idle = false): Promise<LoadedUsage> {
     const cuts = byDay ? [range.from, ...daysOf(range.from, range.to)] : [range.from];
-    return loadUsage(q, filter, { from: monthStart(range.from), to: range.to, now: new Date(now), cards, cuts });
+    return loadUsage(q, filter, { from: monthStart(range.from), to: range.to, now: new Date(now), cards, cuts, ...(idle ? { idleFrom: range.from } : {}) });
   }
 
   /** Many users' per-day figures, summed across users in SQL (see daily-source.ts). */
-  function daily(q: Kysely<UsageDB>, filter: UsageFilter, range: Range, now: number, activeUsers = false): Promise<DailyUsage> {
-    return loadDaily(q, filter, { from: range.from, to: range.to, now: new Date(now), cards, activeUsers });
+  function daily(q: Kysely<UsageDB>, filter: UsageFilter, range: Range, now: number): Promise<DailyUsage> {
+    return loadDaily(q, filter, { from: range.from, to: range.to, now: new Date(now), cards });
   }
 
-  /** A chart of many users: `dailyBreakdown` over day lines, with the active users counted in SQL. */
-  function breakdownOf(d: DailyUsage, range: Range, weights?: Parameters<typeof dailyBreakdown>[4]) {
+  /** A chart of many users: `dailyBreakdown` over day lines, with the active users (when known) counted in SQL. */
+  function breakdownOf(d: DailyUsage, range: Range, weights?: Parameters<typeof dailyBreakdown>[4], active?: Map<number, number>) {
     const out = dailyBreakdown(d.usage, range.from, range.to, cards, weights);
-    out.active = daysOf(range.from, range.to).map((day) => d.active.get(day) ?? 0);
+    out.active = daysOf(range.from, range.to).map((day) => active?.get(day) ?? 0);
     return out;
   }
 
   /**
-   * Every user with usage of a course in the range, with the seconds their servers ran after their
-   * last activity (from raw sessions: a rollup keeps no activity times, so users with only rolled-up
-   * days count 0). Computed in SQL, one row per user however many sessions; it finishes before the
-   * statement, so the students' budgets can load beside it.
+   * Usage in a budget window [start, now), summed in SQL (loadUsage cuts the window's first day at
+   * `start`). Nothing before the window is read: a month window starts at its month's start, and a
+   * rolling one counts the gross and hours inside it, which the month's earlier usage does not change.
    */
-  async function courseUsers(q: Kysely<UsageDB>, group: string, range: Range, now: number): Promise<Map<string, number>> {
-    const from = new Date(range.from);
-    const to = new Date(Math.min(range.to, now));
-    const g = JSON.stringify([group]);
-    const r = await sql<{ user_name: string; idle: string }>`
-      select user_name, sum(greatest(0, extract(epoch from
-               least(coalesce(stopped, least(last_seen, ${to})), ${to}) - greatest(coalesce(last_activity, started), started, ${from}))))::text as idle
-      from sessions
-      where started < ${to} and (stopped is null or stopped > ${from}) and groups @> ${g}::jsonb
-      group by user_name
-      union all
-      select distinct user_name, '0' from daily_usage
-      where day >= ${iso(dayStart(range.from)).slice(0, 10)} and day < ${iso(range.to + DAY_MS - 1).slice(0, 10)} and groups @> ${g}::jsonb`.execute(q);
-    const out = new Map<string, number>();
-    for (const x of r.rows) out.set(x.user_name, (out.get(x.user_name) ?? 0) + Number(x.idle));
-    return out;
+  function windowUsage(q: Kysely<UsageDB>, filter: UsageFilter, start: number, now: number): Promise<Usage> {
+    return loadUsage(q, filter, { from: start, to: dayStart(now) + DAY_MS, now: new Date(now), cards, cuts: [monthStart(now), dayStart(now)] });
   }
 
   /**
-   * Usage in a budget window [start, now), loaded so that loadUsage can sum it in SQL: the load is
-   * day-aligned (whole days from the day after `start` to the end of today), and only the sessions
-   * of `start`'s own day are read one by one and clipped to [start, end of that day). Pieces are
-   * per UTC day, so this prices exactly what the quota API prices, without reading every session.
-   * Nothing before the window is read: a month window starts at its month's start, and a rolling
-   * one counts the gross and hours inside it, which the month's earlier usage does not change.
+   * Everyone's budget use: each user with usage in their budget's window, in that window, with one
+   * load per distinct window (users without usage there used nothing). A student's budget counts
+   * their usage in every course, so one computation serves every course's page and the hub's, and
+   * is kept like the views (see cache.ts): the figures are as of the last poll.
    */
-  async function windowUsage(q: Kysely<UsageDB>, filter: UsageFilter, start: number, now: number): Promise<Usage> {
-    const today = dayStart(now);
-    const usage = await loadUsage(q, filter, { from: dayStart(start), to: today + DAY_MS, now: new Date(now), cards, cuts: [...new Set([...windowCuts(start, now), monthStart(now)])] });
-    return withFirstDay(q, usage, filter, start, now);
-  }
-
-  /** The day-aligned cuts a budget window starting at `start` needs in a load (see windowUsage). */
-  function windowCuts(start: number, now: number): number[] {
-    const first = dayStart(start);
-    return [first, first === start ? start : first + DAY_MS, dayStart(now)];
-  }
-
-  /**
-   * A day-aligned load cut at `windowCuts(start)` (and reaching the end of today), with the
-   * window's first day replaced by its sessions clipped to [start, end of that day). The load's
-   * maps are copied, not changed, so the same load can serve a statement too.
-   */
-  async function withFirstDay(q: Kysely<UsageDB>, usage: Usage, filter: UsageFilter, start: number, now: number): Promise<Usage> {
-    const first = dayStart(start);
-    if (first === start) return usage;
-    const next = first + DAY_MS;
-    const sessionsByUser = new Map(usage.sessionsByUser);
-    const partial = await loadSessions(q, filter, start, Math.min(next, now), new Date(now));
-    for (const [user, list] of partial) {
-      // Users priced session by session already have their whole sessions in the load.
-      if (usage.sessionsByUser.has(user)) continue;
-      const clipped = list.map((x) => ({ ...x, start: new Date(Math.max(x.start.getTime(), start)), end: new Date(Math.min(x.end.getTime(), next)) })).filter((x) => x.end > x.start);
-      if (clipped.length) sessionsByUser.set(user, clipped);
-    }
-    return { sessionsByUser, rolledByUser: usage.rolledByUser };
-  }
-
-  /**
-   * Budget use of some users, or (undefined) of everyone with usage in a budget window, each in
-   * their own budget's window, with one load per distinct window.
-   */
-  async function budgetsOf(q: Kysely<UsageDB>, users: readonly string[] | undefined, now: number, shared?: Usage): Promise<Map<string, { b: Budget; used: Decimal }>> {
-    const windows = new Map<number, string[] | undefined>();
-    if (users) {
-      for (const u of users) {
-        const b = userBudget(config, u);
-        if (!b) continue;
-        const start = budgetWindowStart(b, now);
-        const list = windows.get(start);
-        if (list) list.push(u);
-        else windows.set(start, [u]);
-      }
-    } else {
-      for (const b of [config.budgets.default, ...Object.values(config.budgets.users)]) if (b) windows.set(budgetWindowStart(b, now), undefined);
-    }
-    const out = new Map<string, { b: Budget; used: Decimal }>();
-    for (const [start, list] of windows) {
-      // A student's budget counts their usage in every course, so this load is by user, not by group.
-      const filter = list ? { users: list } : {};
-      // `shared`: a load of everyone, already cut for every window (the hub's).
-      const usage = shared ? await withFirstDay(q, shared, filter, start, now) : await windowUsage(q, filter, start, now);
-      for (const u of list ?? new Set([...usage.sessionsByUser.keys(), ...usage.rolledByUser.keys()])) {
-        const b = userBudget(config, u);
-        if (!b || budgetWindowStart(b, now) !== start) continue;
-        out.set(u, { b, used: budgetUsed(b, u, usage, now, cards) });
-      }
-    }
-    return out;
+  function budgets(now: number): Promise<Map<string, { b: Budget; used: Decimal }>> {
+    return cache.get('["budgets"]', () =>
+      reportQuery(db, async (q) => {
+        const windows = new Set<number>();
+        for (const b of [config.budgets.default, ...Object.values(config.budgets.users)]) if (b) windows.add(budgetWindowStart(b, now));
+        const out = new Map<string, { b: Budget; used: Decimal }>();
+        for (const start of windows) {
+          const usage = await windowUsage(q, {}, start, now);
+          for (const u of new Set([...usage.sessionsByUser.keys(), ...usage.rolledByUser.keys()])) {
+            const b = userBudget(config, u);
+            if (!b || budgetWindowStart(b, now) !== start) continue;
+            out.set(u, { b, used: budgetUsed(b, u, usage, now, cards) });
+          }
+        }
+        return out;
+      }),
+    );
   }
 
   function statementOf(usage: Usage, range: Range, onlyGroups?: ReadonlySet<string>) {
@@ -185,7 +158,7 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
   }
 
   async function student(user: string, groups: readonly string[], range: Range, now: number) {
-    const usage = await withoutJit(db, (q) => load(q, { users: [user] }, range, now, true));
+    const usage = await reportQuery(db, (q) => load(q, { users: [user] }, range, now, true));
     const charge = chargeUser(user, usage.sessionsByUser.get(user) ?? [], range.from, range.to, cards, usage.rolledByUser.get(user) ?? []);
     const rows = await repo.overlapping({ from: new Date(range.from), to: new Date(range.to), users: [user] });
     const nowDate = new Date(now);
@@ -246,18 +219,18 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
   /** A course's figures that don't depend on the page or sort: computed once per poll (see cache.ts). */
   function courseData(group: string, range: Range, now: number) {
     return cache.get(JSON.stringify(['course', group, range.from, range.to]), async () => {
-      // Independent loads, each on its own connection; budgets need the statement's students.
+      // Independent loads, each on its own connection.
       const filter = { groups: [group] };
-      // The course's users are a superset of the statement's students (a few may have nothing billed).
-      const usersP = withoutJit(db, (q) => courseUsers(q, group, range, now));
-      const [statement, idle, budgets, days] = await Promise.all([
-        withoutJit(db, (q) => load(q, filter, range, now, false)).then((usage) => statementOf(usage, range, new Set([group]))),
-        usersP,
-        usersP.then((users) => withoutJit(db, (q) => budgetsOf(q, [...users.keys()], now))),
-        withoutJit(db, (q) => daily(q, filter, range, now)),
+      // The statement's load also sums each student's idle time (seconds after their last activity).
+      const [[statement, idle], used, days] = await Promise.all([
+        reportQuery(db, (q) => load(q, filter, range, now, false, true)).then((usage) => [statementOf(usage, range, new Set([group])), usage.idleByUser ?? new Map<string, number>()] as const),
+        budgets(now),
+        reportQuery(db, (q) => daily(q, filter, range, now)),
       ]);
       const lines: StudentLine[] = statement.users.map((l) => {
-        const bu = budgets.get(l.user);
+        const b = userBudget(config, l.user);
+        // Nothing in the budget's window: nothing used.
+        const bu = used.get(l.user) ?? (b ? { b, used: ZERO } : undefined);
         return {
           user: l.user,
           hours: l.hours,
@@ -265,17 +238,19 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
           net: l.net,
           idle_hours: hoursOf(idle.get(l.user) ?? 0),
           budget_used: bu ? bu.used.toFixed(2) : null,
-          budget_limit: bu ? new Decimal(bu.b.limit).toFixed(2) : null,
+          budget_limit: bu ? limitOf(bu.b).text : null,
           budget_unit: bu ? bu.b.unit : null,
-          budget_percent: bu ? percent(ratio(bu.used, bu.b.limit)) : null,
+          budget_percent: bu ? percent(ratio(bu.used, limitOf(bu.b).value)) : null,
         };
       });
-      let idleTotal = new Decimal(0);
-      for (const l of lines) idleTotal = idleTotal.plus(l.idle_hours);
+      // The total of the rounded figures shown, in whole ten-thousandths of an hour (exact).
+      let idleTotal = 0;
+      for (const l of lines) idleTotal += Number(l.idle_hours.replace('.', ''));
       const groupBudget = config.budgets.groups[group];
-      const byNet = compare('net');
+      const orders = sortedOrders(lines);
       return {
         lines,
+        orders,
         summary: {
           group,
           from: iso(range.from),
@@ -289,11 +264,11 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
             net: statement.total.net,
             /** The group's share under the attribution rule; less than `net` when students are in several groups. */
             attributed: statement.groups.find((g) => g.group === group)?.net ?? '0.00',
-            idle_hours: idleTotal.toFixed(4),
+            idle_hours: `${Math.floor(idleTotal / 10_000)}.${String(idleTotal % 10_000).padStart(4, '0')}`,
           },
           group_budget: groupBudget ? { limit: new Decimal(groupBudget.limit).toFixed(2), unit: groupBudget.unit, window: groupBudget.window === 'month' ? 'month' : `rolling-${groupBudget.days}d` } : null,
           by_day: breakdownOf(days, range).byDay,
-          top: [...lines].sort((x, y) => byNet(y, x)).slice(0, TOP).map((l) => ({ user: l.user, hours: l.hours, net: l.net })),
+          top: orders('net', 'desc').slice(0, TOP).map((l) => ({ user: l.user, hours: l.hours, net: l.net })),
           at_risk: lines
             .filter((l) => l.budget_percent !== null && l.budget_percent >= AT_RISK * 100)
             .sort((x, y) => y.budget_percent! - x.budget_percent! || (x.user < y.user ? -1 : 1))
@@ -309,19 +284,9 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
     return (await courseData(group, range, now)).lines;
   }
 
-  function compare(key: SortKey) {
-    if (key === 'user') return (a: StudentLine, b: StudentLine) => (a.user < b.user ? -1 : a.user > b.user ? 1 : 0);
-    return (a: StudentLine, b: StudentLine) => {
-      const x = a[key] === null ? -1 : Number(a[key]);
-      const y = b[key] === null ? -1 : Number(b[key]);
-      return x - y || (a.user < b.user ? -1 : a.user > b.user ? 1 : 0);
-    };
-  }
-
   async function course(group: string, range: Range, now: number, page: { page: number; perPage: number; sort: SortKey; order: 'asc' | 'desc' }) {
-    const { lines, summary } = await courseData(group, range, now);
-    const cmp = compare(page.sort);
-    const sorted = [...lines].sort(page.order === 'asc' ? cmp : (a, b) => cmp(b, a));
+    const { lines, orders, summary } = await courseData(group, range, now);
+    const sorted = orders(page.sort, page.order);
     const start = (page.page - 1) * page.perPage;
     return {
       ...summary,
@@ -337,21 +302,19 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
     const mStart = monthStart(now);
     const mEnd = nextMonth(now);
     // One day-aligned load (so loadUsage can sum whole days in SQL) serves the statement and this
-    // month's forecast; the charts are summed per day across users, and budgets read their own
-    // windows. Independent loads, each on its own connection.
-    // Users' budgets read the same load: it reaches back to the earliest window and is cut for each.
-    const starts = [...new Set([config.budgets.default, ...Object.values(config.budgets.users)].flatMap((b) => (b ? [budgetWindowStart(b, now)] : [])))];
-    const spanFrom = Math.min(monthStart(range.from), mStart, ...starts.map(dayStart));
+    // month's forecast; the charts and active users are summed per day across users; users'
+    // budgets are shared with the course pages (see `budgets`). Independent loads, each on its own
+    // connection.
+    const spanFrom = Math.min(monthStart(range.from), mStart);
     const spanTo = Math.max(range.to, dayStart(now) + DAY_MS);
-    const cuts = [...new Set([range.from, range.to, mStart, ...starts.flatMap((s) => windowCuts(s, now))])];
-    const [[usage, userBudgets], days, groupUsage, running] = await Promise.all([
-      withoutJit(db, async (q) => {
-        const all = await loadUsage(q, {}, { from: spanFrom, to: spanTo, now: new Date(now), cards, cuts });
-        return [all, await budgetsOf(q, undefined, now, all)] as const;
-      }),
-      withoutJit(db, (q) => daily(q, {}, range, now, true)),
+    const cuts = [...new Set([range.from, range.to, mStart])];
+    const [usage, userBudgets, days, active, groupUsage, running] = await Promise.all([
+      reportQuery(db, (q) => loadUsage(q, {}, { from: spanFrom, to: spanTo, now: new Date(now), cards, cuts })),
+      budgets(now),
+      reportQuery(db, (q) => daily(q, {}, range, now)),
+      reportQuery(db, (q) => loadActiveUsers(q, {}, { from: range.from, to: range.to, now: new Date(now), cards })),
       // Like the quota API: usage recorded under that group, in the group budget's window.
-      withoutJit(db, async (q) => {
+      reportQuery(db, async (q) => {
         const out: { g: string; b: Budget; only: Usage }[] = [];
         for (const [g, b] of Object.entries(config.budgets.groups)) out.push({ g, b, only: await windowUsage(q, { groups: [g] }, budgetWindowStart(b, now), now) });
         return out;
@@ -369,7 +332,7 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
       const targets = rule === 'primary' ? [primaryGroup(groups, config.attribution.groupOrder)!] : groups;
       const w = rule === 'split' ? one.div(targets.length) : one;
       return targets.map((g) => ({ name: topGroups.has(g) ? g : '(other)', weight: w }));
-    });
+    }, active);
 
     // Forecast: this month's gross so far, at the same daily pace to the month's end.
     const t = new Tally();

@@ -94,7 +94,9 @@ describe('the Grafana dashboard', () => {
       .values({ user_name: 'ann', server_name: '', started: t(5), profile: 'small', user_options: '{}', resources: '{}', groups: '["g1"]', first_seen: t(5), last_seen: t(2), stopped: t(2), stop_observed: t(2), stop_source: 'poll' })
       .execute();
     const day = 86_400_000;
-    const answer = (await createViews(app.db as Kysely<UsageDB>, sessionsRepository(app.db as Kysely<UsageDB>), config).hub({ from: now - 10 * day, to: now + day }, now)) as unknown as Record<string, unknown>;
+    // Whole UTC days, as the API's ranges always are.
+    const today = Math.floor(now / day) * day;
+    const answer = (await createViews(app.db as Kysely<UsageDB>, sessionsRepository(app.db as Kysely<UsageDB>), config).hub({ from: today - 10 * day, to: today + day }, now)) as unknown as Record<string, unknown>;
     const at = (obj: unknown, path: string): unknown => path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], obj);
     for (const target of targets().filter((x) => x.url)) {
       const path = target.url!.replace('${collector_url}', '');
