@@ -4,8 +4,9 @@ import type { Kysely } from 'kysely';
 // Closed sessions cut into day pieces ahead of time, kept exact by triggers (read by pieces.ts).
 
 /**
- * SQL (text) that adds the shapes and pieces of the closed sessions in relation `source` (the
- * trigger's transition table, or `sessions` for the backfill). The pieces are those of `piecesCte`
+ * SQL (text) that adds the shapes of the sessions in relation `source` (a trigger's transition
+ * table, the row a trigger fired for, or `sessions` for the backfill), and the pieces of the closed ones. Open
+ * sessions need their shape too: readers cut them on the fly and name them by shape. The pieces are those of `piecesCte`
  * without clipping: times cut to milliseconds, seconds as a double, empty pieces left out. `idle`
  * is the part of the piece after the session's last activity.
  */
@@ -61,8 +62,8 @@ export async function up(db: Kysely<any>): Promise<void> {
     .raw(
       `create function session_pieces_changed() returns trigger language plpgsql set search_path from current as $$
       begin
-        delete from session_pieces p using new_rows n where p.session_id = n.id;
-        ${insertPiecesSql('new_rows')}
+        delete from session_pieces where session_id = old.id;
+        ${insertPiecesSql('(select new.*)')}
         return null;
       end $$`,
     )
@@ -78,7 +79,13 @@ export async function up(db: Kysely<any>): Promise<void> {
     .execute(db);
   await sql.raw(`create function session_pieces_truncated() returns trigger language plpgsql set search_path from current as $$ begin truncate session_pieces; return null; end $$`).execute(db);
   await sql`create trigger session_pieces_insert after insert on sessions referencing new table as new_rows for each statement execute function session_pieces_added()`.execute(db);
-  await sql`create trigger session_pieces_update after update on sessions referencing new table as new_rows for each statement execute function session_pieces_changed()`.execute(db);
+  // Row by row, behind a condition checked without calling the function: every poll updates its open
+  // sessions (last seen, last activity), which changes no piece and no shape. Only a session that
+  // is or was closed, or whose profile, resources or groups changed, is cut again.
+  await sql`create trigger session_pieces_update after update on sessions for each row
+    when (old.stopped is not null or new.stopped is not null or old.profile is distinct from new.profile
+          or old.resources is distinct from new.resources or old.groups is distinct from new.groups)
+    execute function session_pieces_changed()`.execute(db);
   await sql`create trigger session_pieces_delete after delete on sessions referencing old table as old_rows for each statement execute function session_pieces_removed()`.execute(db);
   await sql`create trigger session_pieces_truncate after truncate on sessions for each statement execute function session_pieces_truncated()`.execute(db);
   await sql.raw(insertPiecesSql('sessions')).execute(db);
