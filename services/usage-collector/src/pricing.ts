@@ -304,15 +304,15 @@ export function chargeUser(
     const inside = tallyOf(sessions, rolled, a, b, sorted);
     seconds += inside.seconds;
     const insideCost = inside.cost();
-    if (a === m) {
-      // Nothing before the period in this month: the general case below with before = 0, whose
-      // terms are exactly these (x + 0 and x - 0 are x; 0 - allowance clamps to 0). Decimals are
-      // most of a hub statement's time, so the common case skips the ones that add nothing.
+    const before = a === m ? ZERO : tallyOf(sessions, rolled, m, a, sorted).cost();
+    if (before.isZero()) {
+      // Nothing charged before the period in this month: the general case below with before = 0,
+      // whose terms are exactly these (x + 0 and x - 0 are x; 0 - allowance clamps to 0). Decimals
+      // are most of a hub statement's time, so the common case skips the ones that add nothing.
       grossSum = grossSum.plus(insideCost);
       net = net.plus(clampZero(insideCost.minus(allowance)));
       continue;
     }
-    const before = tallyOf(sessions, rolled, m, a, sorted).cost();
     const upto = before.plus(insideCost);
     grossSum = grossSum.plus(upto.minus(before));
     net = net.plus(clampZero(upto.minus(allowance)).minus(clampZero(before.minus(allowance))));
@@ -410,7 +410,16 @@ export interface Statement {
   total: { hours: string; gross: string; net: string };
 }
 
+/** Hours to four decimals, rounded half up. */
 export function hoursOf(seconds: number): string {
+  // Times are measured to the microsecond at most, so seconds are whole microseconds (a sum of
+  // doubles may be off by far less): then integers give the exact answer, much faster than decimals.
+  const us = Math.round(seconds * 1e6);
+  if (us >= 0 && Number.isSafeInteger(us) && Math.abs(seconds * 1e6 - us) < 1e-3) {
+    const q = Math.floor(us / 360_000);
+    const t = (us - q * 360_000) * 2 >= 360_000 ? q + 1 : q;
+    return `${Math.floor(t / 10_000)}.${String(t % 10_000).padStart(4, '0')}`;
+  }
   return new Decimal(seconds).div(HOUR).toDecimalPlaces(4, Decimal.ROUND_HALF_UP).toFixed(4);
 }
 

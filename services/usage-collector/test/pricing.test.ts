@@ -3,7 +3,7 @@ import { Decimal } from 'decimal.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { configSchema, pollIntervalMs } from '../src/config.js';
-import { attribute, buildStatement, centsOf, chargeUser, formatCents, priceSession, sortCards } from '../src/pricing.js';
+import { attribute, buildStatement, centsOf, chargeUser, formatCents, hoursOf, priceSession, sortCards } from '../src/pricing.js';
 import type { AttributionRule, PricedSession } from '../src/pricing.js';
 
 const card = (over: Record<string, unknown>) => configSchema.parse({ rateCards: [{ id: 'x', effectiveFrom: '2026-01-01', ...over }] }).rateCards[0]!;
@@ -113,6 +113,22 @@ describe('attribution of a user in several groups', () => {
         },
       ),
     );
+  });
+
+  it('property: hours of any whole microseconds (summed as doubles or not) are the exact decimal rounding', () => {
+    const exact = (us: number) => new Decimal(us).div(3_600_000_000).toDecimalPlaces(4, Decimal.ROUND_HALF_UP).toFixed(4);
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 4_000_000_000_000 }), { minLength: 1, maxLength: 40 }), fc.integer({ min: 0, max: 2_000 }), (parts, ties) => {
+        // Sums of pieces as doubles, as the database and Tally add them up.
+        const us = parts.reduce((a, b) => a + b, 0);
+        expect(hoursOf(parts.reduce((a, b) => a + b / 1e6, 0))).toBe(exact(us));
+        // Exact ties (half of a ten-thousandth of an hour) round up.
+        expect(hoursOf((ties * 360_000 + 180_000) / 1e6)).toBe(exact(ties * 360_000 + 180_000));
+      }),
+    );
+    // Not whole microseconds: the decimal path.
+    expect(hoursOf(0.0000004)).toBe('0.0000');
+    expect(hoursOf(36e300)).toMatch(/^10{298}\.0000$/);
   });
 
   it('property: whole cents convert to and from rounded money exactly, as decimals print it', () => {
