@@ -1,5 +1,6 @@
 import { scopeSatisfied } from '@hubside/hub-client';
 import type { HubIdentity } from '@hubside/hub-client';
+import { entryOf } from './config.js';
 import type { UsageCollectorConfig } from './config.js';
 
 /** What a caller may see: everything, or themselves plus the groups they manage. */
@@ -14,8 +15,8 @@ export function visibilityOf(identity: HubIdentity, config: UsageCollectorConfig
   if (admin) return { all: true, self: identity.name };
   const groups = new Set<string>();
   if (identity.kind === 'user') {
-    for (const g of config.access.managers[identity.name] ?? []) groups.add(g);
-    for (const member of identity.groups) for (const g of config.access.managerGroups[member] ?? []) groups.add(g);
+    for (const g of entryOf(config.access.managers, identity.name) ?? []) groups.add(g);
+    for (const member of identity.groups) for (const g of entryOf(config.access.managerGroups, member) ?? []) groups.add(g);
   }
   return { all: false, self: identity.kind === 'user' ? identity.name : '', groups };
 }

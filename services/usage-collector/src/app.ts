@@ -2,12 +2,21 @@ import { createServiceApp, schemaFor } from '@hubside/service-kit';
 import type { BuildOptions, ServiceDefinition } from '@hubside/service-kit';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
+import type { Kysely } from 'kysely';
 import { configSchema, pollIntervalMs, prometheusUrl } from './config.js';
 import { dashboards } from './dashboard/index.js';
 import type { UsageCollectorConfig } from './config.js';
 import { migrations } from './migrations/index.js';
 import { usagePoller } from './poller.js';
 import { usageRoutes } from './routes.js';
+import { createSettingsStore } from './settings.js';
+import type { SettingsDB, SettingsStore } from './settings.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    usageSettings: SettingsStore;
+  }
+}
 
 export { configSchema } from './config.js';
 export type { UsageCollectorConfig } from './config.js';
@@ -26,14 +35,19 @@ export interface UsageCollectorOptions {
 
 /** The usage-collector: poller, pricing, budgets and the usage API, as one Fastify plugin. */
 const usageCollectorPlugin: FastifyPluginAsync<UsageCollectorOptions> = async (app, opts) => {
+  // Rate cards and budgets: the community file's at first, then as admins edit them (settings.ts).
+  const settings = createSettingsStore(app.db as Kysely<SettingsDB>, opts.config);
+  app.decorate('usageSettings', settings);
+  app.addHook('onReady', () => settings.init());
   await app.register(usagePoller, {
     config: opts.config,
+    settings,
     intervalMs: opts.pollIntervalMs ?? pollIntervalMs(opts.config),
     autoStart: opts.autoPoll ?? true,
     prometheusUrl: opts.prometheusUrl ?? prometheusUrl(),
   });
-  await app.register(usageRoutes, { routePrefix: opts.routePrefix, config: opts.config });
-  await app.register(dashboards, { routePrefix: opts.routePrefix, config: opts.config });
+  await app.register(usageRoutes, { routePrefix: opts.routePrefix, config: opts.config, settings });
+  await app.register(dashboards, { routePrefix: opts.routePrefix, config: opts.config, settings });
 };
 // Not encapsulated, so `app.usagePoller` is reachable from the app that registers it (tests, the CLI).
 const usageCollector = fp(usageCollectorPlugin, { name: 'hubside-usage-collector', fastify: '5.x', dependencies: ['hubside-database'] });

@@ -1,6 +1,7 @@
 import { Decimal } from 'decimal.js';
 import type { Kysely } from 'kysely';
 import type { FastifyBaseLogger } from 'fastify';
+import { entryOf } from './config.js';
 import type { Budget, UsageCollectorConfig } from './config.js';
 import { chargeUser, hoursOf, monthStart, roundMoney, sortCards } from './pricing.js';
 import { loadUsage } from './usage-source.js';
@@ -58,13 +59,13 @@ export async function evaluateBudgets(
   // A sessions repository is accepted too (its callers predate the rollups).
   const db = 'db' in source && !('selectFrom' in source) ? source.db : (source as Kysely<UsageDB>);
   const out: Evaluated[] = [];
-  const own = config.budgets.users[user] ?? config.budgets.default;
+  const own = entryOf(config.budgets.users, user) ?? config.budgets.default;
   if (own) {
     const { used, start } = await usedFor(db, config, own, { users: [user] }, now);
     out.push({ subjectKind: 'user', subject: user, budget: own, used, windowStart: start, ratio: ratioOf(used, own) });
   }
   for (const g of groups) {
-    const b = config.budgets.groups[g];
+    const b = entryOf(config.budgets.groups, g);
     if (!b) continue;
     const { used, start } = await usedFor(db, config, b, { groups: [g] }, now);
     out.push({ subjectKind: 'group', subject: g, budget: b, used, windowStart: start, ratio: ratioOf(used, b) });

@@ -46,7 +46,7 @@ export const rateCardSchema = z
   .strict();
 export type RateCard = z.output<typeof rateCardSchema>;
 
-const budgetSchema = z
+export const budgetSchema = z
   .object({
     limit: money,
     unit: z.enum(['currency', 'hours']).default('currency'),
@@ -56,6 +56,27 @@ const budgetSchema = z
   })
   .strict();
 export type Budget = z.output<typeof budgetSchema>;
+
+/** Budgets as an admin may edit them on the dashboard (the webhook URL stays in the community file). */
+export const budgetsSchema = z
+  .object({
+    default: budgetSchema.optional(),
+    users: z.record(z.string(), budgetSchema).default({}),
+    groups: z.record(z.string(), budgetSchema).default({}),
+    warnAt: z.array(z.number().int().min(1).max(100)).default([75, 90, 100]),
+    /** Stop servers over 100 % through the hub API (needs delete:servers). */
+    stopOverLimit: z.boolean().default(false),
+  })
+  .strict();
+
+/** Two rate cards may not take effect on the same day. */
+export function uniqueCardDates(cards: readonly { effectiveFrom: string }[], ctx: z.RefinementCtx, path: (string | number)[] = ['rateCards']): void {
+  const seen = new Set<string>();
+  cards.forEach((card, i) => {
+    if (seen.has(card.effectiveFrom)) ctx.addIssue({ code: 'custom', path: [...path, i, 'effectiveFrom'], message: `two rate cards take effect on ${card.effectiveFrom}` });
+    seen.add(card.effectiveFrom);
+  });
+}
 
 export const configSchema = z
   .object({
@@ -93,18 +114,7 @@ export const configSchema = z
       })
       .strict()
       .default({ adminGroups: [], managers: {}, managerGroups: {} }),
-    budgets: z
-      .object({
-        default: budgetSchema.optional(),
-        users: z.record(z.string(), budgetSchema).default({}),
-        groups: z.record(z.string(), budgetSchema).default({}),
-        warnAt: z.array(z.number().int().min(1).max(100)).default([75, 90, 100]),
-        webhook: z.url().optional(),
-        /** Stop servers over 100 % through the hub API (needs delete:servers). */
-        stopOverLimit: z.boolean().default(false),
-      })
-      .strict()
-      .default({ users: {}, groups: {}, warnAt: [75, 90, 100], stopOverLimit: false }),
+    budgets: budgetsSchema.extend({ webhook: z.url().optional() }).strict().default({ users: {}, groups: {}, warnAt: [75, 90, 100], stopOverLimit: false }),
     retention: z
       .object({
         /**
@@ -117,16 +127,17 @@ export const configSchema = z
       .default({ rawDays: DEFAULT_RAW_DAYS }),
   })
   .strict()
-  .superRefine((cfg, ctx) => {
-    const seen = new Set<string>();
-    cfg.rateCards.forEach((card, i) => {
-      if (seen.has(card.effectiveFrom)) {
-        ctx.addIssue({ code: 'custom', path: ['rateCards', i, 'effectiveFrom'], message: `two rate cards take effect on ${card.effectiveFrom}` });
-      }
-      seen.add(card.effectiveFrom);
-    });
-  });
+  .superRefine((cfg, ctx) => uniqueCardDates(cfg.rateCards, ctx));
 export type UsageCollectorConfig = z.output<typeof configSchema>;
+
+/**
+ * `record[key]` for the maps of the configuration that are keyed by names users choose (users,
+ * groups, profiles): only the record's own entries, so a name like `__proto__` or `constructor`
+ * finds nothing instead of Object.prototype's.
+ */
+export function entryOf<T>(record: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.hasOwn(record, key) ? record[key] : undefined;
+}
 
 /** The poll interval in ms: HUBSIDE_POLL_INTERVAL (seconds) wins over the config file. */
 export function pollIntervalMs(config: UsageCollectorConfig, env: NodeJS.ProcessEnv = process.env): number {

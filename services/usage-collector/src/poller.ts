@@ -3,11 +3,13 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Kysely } from 'kysely';
 import { Counter, Gauge, Histogram } from 'prom-client';
+import { entryOf } from './config.js';
 import type { UsageCollectorConfig } from './config.js';
 import { evaluateBudgets, recordWarnings } from './budgets.js';
 import { queryMeasured, storeMeasured } from './measured.js';
 import { rollupSessions } from './retention.js';
 import { sessionsRepository } from './sessions-repository.js';
+import type { SettingsStore } from './settings.js';
 import type { ObservedServer, ReconcileResult } from './sessions-repository.js';
 import type { UsageDB } from './usage.table.js';
 
@@ -25,6 +27,8 @@ declare module 'fastify' {
 
 export interface PollerOptions {
   config: UsageCollectorConfig;
+  /** Rate cards and budgets in force (editable on the dashboard); the rest comes from `config`. */
+  settings: SettingsStore;
   intervalMs: number;
   /** Start the timer on ready; tests turn it off and call pollOnce(). */
   autoStart: boolean;
@@ -52,7 +56,7 @@ export function observe(user: HubUser, config: UsageCollectorConfig): ObservedSe
       started,
       profile,
       userOptions: options,
-      resources: (profile !== null ? config.profiles[profile] : undefined) ?? config.defaultResources,
+      resources: (profile !== null ? entryOf(config.profiles, profile) : undefined) ?? config.defaultResources,
       groups: [...(user.groups ?? [])].sort(),
       lastActivity: server.last_activity ? new Date(server.last_activity) : null,
     });
@@ -123,11 +127,12 @@ async function registerPoller(fastify: FastifyInstance, opts: PollerOptions): Pr
   }
 
   async function budgetsAfterPoll(users: Map<string, string[]>, now: Date): Promise<void> {
-    const cfg = opts.config.budgets;
+    const { config } = await opts.settings.current();
+    const cfg = config.budgets;
     if (!cfg.default && Object.keys(cfg.users).length === 0 && Object.keys(cfg.groups).length === 0) return;
     for (const [user, groups] of users) {
-      const evaluated = await evaluateBudgets(db, opts.config, user, groups, now);
-      await recordWarnings(db, opts.config, evaluated, now, fastify.log);
+      const evaluated = await evaluateBudgets(db, config, user, groups, now);
+      await recordWarnings(db, config, evaluated, now, fastify.log);
       if (cfg.stopOverLimit && evaluated.some((e) => e.ratio >= 1)) {
         fastify.log.warn({ user }, 'stopping servers over a hard budget limit');
         const model = await fastify.kit.hub!.getUser(user);
@@ -157,7 +162,7 @@ async function registerPoller(fastify: FastifyInstance, opts: PollerOptions): Pr
     // Hourly is plenty: rollups only move whole closed sessions older than `rawDays`.
     if (days === 0 || now.getTime() - lastRollup < 3_600_000) return;
     lastRollup = now.getTime();
-    const r = await rollupSessions(db, new Date(now.getTime() - days * 86_400_000), opts.config.rateCards);
+    const r = await rollupSessions(db, new Date(now.getTime() - days * 86_400_000), (await opts.settings.current()).config.rateCards);
     if (r.sessions > 0) fastify.log.info(r, 'rolled up old sessions into daily usage');
   }
 

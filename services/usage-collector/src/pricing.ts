@@ -14,6 +14,7 @@
  *   amount (split: whole cents, remainder cents to the first groups), so group lines add up exactly.
  */
 import { Decimal } from 'decimal.js';
+import { entryOf } from './config.js';
 import type { RateCard, Resources } from './config.js';
 
 export interface PricedSession {
@@ -106,7 +107,7 @@ function requestPrice(card: RateCard, profile: string | null, r: Resources): Dec
 
 function computePrice(card: RateCard, profile: string | null, r: Resources): Decimal {
   if (card.mode === 'profile-hour') {
-    const price = (profile !== null ? card.profileHour[profile] : undefined) ?? card.defaultProfileHour;
+    const price = (profile !== null ? entryOf(card.profileHour, profile) : undefined) ?? card.defaultProfileHour;
     return new Decimal(price);
   }
   return new Decimal(r.cpuGuarantee)

@@ -9,7 +9,9 @@ import { z } from 'zod';
 import { maySeeGroup, maySeeUser, visibilityOf } from './access.js';
 import type { Visibility } from './access.js';
 import { evaluateBudgets, listEvents, quotaFrom, recordWarnings } from './budgets.js';
-import type { UsageCollectorConfig } from './config.js';
+import { entryOf } from './config.js';
+import type { RateCard, UsageCollectorConfig } from './config.js';
+import type { SettingsStore } from './settings.js';
 import { csvLine } from './csv.js';
 import { buildStatement, hoursOf, monthStart, nextMonth, roundMoney, sortCards, Tally } from './pricing.js';
 import { sessionsRepository } from './sessions-repository.js';
@@ -105,6 +107,16 @@ const sessionResponse = z.object({
 export interface RoutesOptions {
   routePrefix: string;
   config: UsageCollectorConfig;
+  /** Rate cards and budgets in force (editable on the dashboard); the rest comes from `config`. */
+  settings: SettingsStore;
+}
+
+/** Rate cards sorted once per configuration (a new one comes with each settings version). */
+const sortedCards = new WeakMap<UsageCollectorConfig, RateCard[]>();
+export function cardsOf(config: UsageCollectorConfig): RateCard[] {
+  let cards = sortedCards.get(config);
+  if (!cards) sortedCards.set(config, (cards = sortCards(config.rateCards)));
+  return cards;
 }
 
 function bucketStart(t: number, g: 'day' | 'week' | 'month'): number {
@@ -129,7 +141,11 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
   const { routePrefix: prefix, config } = opts;
   const db = fastify.db as Kysely<UsageDB>;
   const repo = sessionsRepository(db);
-  const cards = sortCards(config.rateCards);
+  /** The configuration in force for pricing and budgets, read per request. */
+  async function live(): Promise<{ config: UsageCollectorConfig; cards: RateCard[] }> {
+    const { config } = await opts.settings.current();
+    return { config, cards: cardsOf(config) };
+  }
 
   async function hubUserGroups(user: string): Promise<string[] | null> {
     const hub = fastify.kit.hub;
@@ -142,7 +158,8 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
   }
 
   async function groupExists(group: string): Promise<boolean> {
-    if (config.budgets.groups[group] || config.attribution.groupOrder.includes(group)) return true;
+    const { config } = await live();
+    if (entryOf(config.budgets.groups, group) || config.attribution.groupOrder.includes(group)) return true;
     if (await repo.knownGroup(group)) return true;
     const hub = fastify.kit.hub;
     if (hub) {
@@ -192,6 +209,7 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
   }
 
   async function usage(request: FastifyRequest, q: z.output<typeof usageQuery>) {
+    const { config, cards } = await live();
     const now = Date.now();
     const to = q.to ?? now;
     const from = q.from ?? monthStart(Math.min(to - 1, now));
@@ -259,6 +277,7 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
   app.get(`${prefix}api/statements`, { schema: { querystring: statementsQuery, response: { 200: statementResponse } } }, async (request) => {
     const q = request.query;
     if (q.period !== undefined && (q.from !== undefined || q.to !== undefined)) throw new BadRange('query: give either period or from/to, not both');
+    const { config, cards } = await live();
     const now = Date.now();
     const from = q.period ?? q.from ?? monthStart(now);
     const to = q.period !== undefined ? nextMonth(q.period) : (q.to ?? nextMonth(from));
@@ -323,10 +342,11 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
     }
     if (groups === null) throw new UnknownName(`params.name: no user ${JSON.stringify(user)}`);
     const now = new Date();
-    const evaluated = await evaluateBudgets(db, config, user, groups, now);
+    const current = (await live()).config;
+    const evaluated = await evaluateBudgets(db, current, user, groups, now);
     // A spawn attempt is a moment the user should hear about their budget, not only the next poll.
-    await recordWarnings(db, config, evaluated, now, request.log);
-    return quotaFrom(evaluated, config.currency);
+    await recordWarnings(db, current, evaluated, now, request.log);
+    return quotaFrom(evaluated, current.currency);
   });
 
   const eventsResponse = z.object({

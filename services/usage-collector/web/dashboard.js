@@ -87,9 +87,10 @@
   }
 
   class ApiError extends Error {
-    constructor(status, message) {
+    constructor(status, message, data) {
       super(message);
       this.status = status;
+      this.data = data;
     }
   }
 
@@ -103,7 +104,7 @@
       throw new ApiError(0, 'The usage service could not be reached. Check your connection and try again.');
     }
     const data = await res.json().catch(() => null);
-    if (!res.ok) throw new ApiError(res.status, (data && data.message) || `The request failed (HTTP ${res.status}).`);
+    if (!res.ok) throw new ApiError(res.status, (data && data.message) || `The request failed (HTTP ${res.status}).`, data);
     return data;
   }
 
@@ -437,35 +438,79 @@
   }
 
   function settingsSection(settings) {
-    const draft = { currency: settings.currency, rateCards: settings.rateCards, budgets: { ...settings.budgets } };
-    delete draft.budgets.webhook;
-    const area = h('textarea', { id: 'settings-draft', rows: 14, spellcheck: 'false', 'aria-describedby': 'settings-help' }, JSON.stringify(draft, null, 2));
+    const area = h('textarea', { id: 'settings-draft', rows: 16, spellcheck: 'false', 'aria-describedby': 'settings-help' }, JSON.stringify(settings.editable, null, 2));
+    const note = h('input', { id: 'settings-note', type: 'text', maxlength: '500', autocomplete: 'off' });
     const result = h('div', { id: 'settings-result', 'aria-live': 'polite' });
-    const validate = async (e) => {
-      e.preventDefault();
-      let parsed;
+    const issuesList = (issues) => h('ul', {}, issues.map((i) => h('li', {}, h('code', {}, i.path || '(top)'), `: ${i.message}`)));
+    const bad = (...children) => result.replaceChildren(h('div', { role: 'alert', class: 'bad' }, ...children));
+    const draft = () => {
       try {
-        parsed = JSON.parse(area.value);
+        return JSON.parse(area.value);
       } catch (err) {
-        result.replaceChildren(h('p', { role: 'alert', class: 'bad' }, `Not valid JSON: ${err.message}`));
-        return;
-      }
-      try {
-        const r = await api('api/dashboard/settings/validate', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(parsed) });
-        result.replaceChildren(
-          r.valid
-            ? h('p', { class: 'good' }, 'Valid. Put this in the usage-collector section of the community file to apply it.')
-            : h('div', { role: 'alert', class: 'bad' }, h('p', {}, 'Not valid:'), h('ul', {}, r.issues.map((i) => h('li', {}, h('code', {}, i.path || '(top)'), `: ${i.message}`)))),
-        );
-      } catch (err) {
-        result.replaceChildren(h('p', { role: 'alert', class: 'bad' }, err.message));
+        bad(h('p', {}, `Not valid JSON: ${err.message}`));
+        return undefined;
       }
     };
+    const validate = async () => {
+      const parsed = draft();
+      if (parsed === undefined) return;
+      try {
+        const r = await api('api/dashboard/settings/validate', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(parsed) });
+        if (r.valid) result.replaceChildren(h('p', { class: 'good' }, 'Valid. Save it to put it in force.'));
+        else bad(h('p', {}, 'Not valid:'), issuesList(r.issues));
+      } catch (err) {
+        bad(h('p', {}, err.message));
+      }
+    };
+    const save = async (e) => {
+      e.preventDefault();
+      const parsed = draft();
+      if (parsed === undefined) return;
+      try {
+        const r = await api('api/dashboard/settings', {
+          method: 'PUT',
+          headers: { 'content-type': 'application/json', 'if-match': `"v${settings.version}"` },
+          body: JSON.stringify({ editable: parsed, note: note.value }),
+        });
+        // Reload the view: figures, budgets at risk and this form now follow the new version.
+        await load();
+        const again = document.getElementById('settings-result');
+        if (again) again.replaceChildren(h('p', { class: 'good', role: 'status' }, `Saved as version ${r.version}. It is in force now.`));
+      } catch (err) {
+        if (err.status === 422 && err.data && err.data.issues) bad(h('p', {}, 'Not saved, the settings are not valid:'), issuesList(err.data.issues));
+        else if (err.status === 412) bad(h('p', {}, `Not saved: ${err.message}.`), h('p', {}, h('button', { type: 'button', onclick: () => load() }, 'Reload the settings')));
+        else bad(h('p', {}, `Not saved: ${err.message}`));
+      }
+    };
+    const when = (t) => t.slice(0, 16).replace('T', ' ');
     return section(
       'Rate cards and budgets',
-      h('p', { id: 'settings-help' }, 'The settings in force. Edit a draft and validate it here; the community file is the place to change them.'),
-      h('form', { id: 'settings-form', onsubmit: validate }, h('label', { for: 'settings-draft' }, 'Draft (JSON)'), area, h('p', {}, h('button', { type: 'submit', id: 'settings-validate' }, 'Validate'))),
+      h(
+        'p',
+        { id: 'settings-version' },
+        `Version ${settings.version}, from the ${settings.source} (${settings.author === settings.source ? '' : `${settings.author}, `}${when(settings.created_at)} UTC)${settings.note ? `: ${settings.note}` : ''}.`,
+      ),
+      h(
+        'p',
+        { id: 'settings-help' },
+        `Edit the rate cards and budgets below (JSON), validate, then save: the new version is in force at once, for prices, budgets and the spawn check. Currency (${settings.currency}), attribution (${settings.attribution.rule}) and the budget webhook stay in the community file; a new community file wins when it is deployed.`,
+      ),
+      h(
+        'form',
+        { id: 'settings-form', onsubmit: save },
+        h('label', { for: 'settings-draft' }, 'Rate cards and budgets (JSON)'),
+        area,
+        h('label', { for: 'settings-note' }, 'Note for the history (optional)'),
+        note,
+        h('p', {}, h('button', { type: 'button', id: 'settings-validate', onclick: validate }, 'Validate'), ' ', h('button', { type: 'submit', id: 'settings-save' }, 'Save')),
+      ),
       result,
+      h('h3', {}, 'History'),
+      h(
+        'ol',
+        { id: 'settings-history', reversed: true },
+        settings.history.map((v) => h('li', {}, `Version ${v.id}: ${v.author === v.source ? v.source : `${v.source}, ${v.author}`}, ${when(v.created_at)} UTC${v.note ? ` (${v.note})` : ''}`)),
+      ),
     );
   }
 

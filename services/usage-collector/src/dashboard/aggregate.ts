@@ -4,6 +4,7 @@
  * exactly as the statement and usage APIs price it, never summed as floats.
  */
 import { Decimal } from 'decimal.js';
+import { entryOf } from '../config.js';
 import type { Budget, RateCard, UsageCollectorConfig } from '../config.js';
 import { DAY_MS, Tally, chargeUser, dayPieces, dayStart, hoursOf, monthStart, nextMonth, roundMoney } from '../pricing.js';
 import type { PricedSession, RolledUsage } from '../pricing.js';
@@ -161,7 +162,7 @@ export function percent(r: number): number {
 }
 
 export function userBudget(config: UsageCollectorConfig, user: string): Budget | undefined {
-  return config.budgets.users[user] ?? config.budgets.default;
+  return entryOf(config.budgets.users, user) ?? config.budgets.default;
 }
 
 /**

@@ -8,10 +8,12 @@ import { createError } from '@hubside/service-kit';
 import { z } from 'zod';
 import { maySeeGroup, visibilityOf } from '../access.js';
 import type { Visibility } from '../access.js';
-import { configSchema } from '../config.js';
+import { entryOf } from '../config.js';
 import type { UsageCollectorConfig } from '../config.js';
 import { csvLine } from '../csv.js';
 import type { SessionsRepository } from '../sessions-repository.js';
+import { editableSettingsSchema } from '../settings.js';
+import type { SettingsStore } from '../settings.js';
 import { MAX_SHARE_DAYS } from './shares.js';
 import type { SharesService } from './shares.js';
 import { SORT_KEYS } from './views.js';
@@ -21,6 +23,15 @@ const Forbidden = createError('HUBSIDE_USAGE_ERR_FORBIDDEN', '%s', 403);
 const NotFound = createError('HUBSIDE_USAGE_ERR_NOT_FOUND', '%s', 404);
 const BadRange = createError('HUBSIDE_USAGE_ERR_RANGE', '%s', 400);
 const ShareRefused = createError('HUBSIDE_USAGE_ERR_SHARE', '%s', 403);
+const Conflict = createError('HUBSIDE_USAGE_ERR_SETTINGS_CHANGED', '%s', 412);
+const PreconditionRequired = createError('HUBSIDE_USAGE_ERR_IF_MATCH', '%s', 428);
+
+const etagOf = (id: number) => `"v${id}"`;
+/** The version an If-Match names ("v3", weak or not), or undefined. */
+function versionOf(header: string | string[] | undefined): number | undefined {
+  const m = typeof header === 'string' ? /^\s*(?:W\/)?"v(\d{1,9})"\s*$/.exec(header) : null;
+  return m ? Number(m[1]) : undefined;
+}
 
 const MAX_RANGE_DAYS = 400;
 const name = z.string().min(1).max(255);
@@ -60,7 +71,9 @@ export interface DashboardApiOptions {
   routePrefix: string;
   config: UsageCollectorConfig;
   repo: SessionsRepository;
-  views: Views;
+  /** The views of the settings in force, and that configuration. */
+  live: () => Promise<{ views: Views; config: UsageCollectorConfig }>;
+  settings: SettingsStore;
   shares: SharesService;
   /** Every group that appears in recorded sessions. */
   listGroups: () => Promise<string[]>;
@@ -77,14 +90,17 @@ export async function managedGroups(v: Visibility, listGroups: () => Promise<str
 
 export async function dashboardApi(fastify: FastifyInstance, opts: DashboardApiOptions): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
-  const { routePrefix: prefix, config, repo, views, shares } = opts;
+  const { routePrefix: prefix, config, repo, shares, settings } = opts;
 
+  // Access rules come from the community file; rate cards and budgets from the settings in force.
   const vis = (request: FastifyRequest) => visibilityOf(request.hubUser!, config);
+  const views = async () => (await opts.live()).views;
 
   async function courseAllowed(request: FastifyRequest, group: string): Promise<void> {
     const v = vis(request);
     if (!maySeeGroup(v, group)) throw new Forbidden(`params.group: you do not manage group ${JSON.stringify(group)}`);
-    if (v.all && !(await repo.knownGroup(group)) && !config.budgets.groups[group] && !config.attribution.groupOrder.includes(group)) {
+    const { config } = await opts.live();
+    if (v.all && !(await repo.knownGroup(group)) && !entryOf(config.budgets.groups, group) && !config.attribution.groupOrder.includes(group)) {
       const hub = fastify.kit.hub;
       if (!hub || (await hub.getGroup(group).catch(() => null)) === null) throw new NotFound(`params.group: no group ${JSON.stringify(group)}`);
     }
@@ -94,12 +110,12 @@ export async function dashboardApi(fastify: FastifyInstance, opts: DashboardApiO
     const user = request.hubUser!;
     if (user.kind !== 'user') throw new Forbidden('only hub users have a personal dashboard');
     const now = Date.now();
-    return views.student(user.name, user.groups, rangeOf(request.query, now), now);
+    return (await views()).student(user.name, user.groups, rangeOf(request.query, now), now);
   });
 
   app.get(`${prefix}api/dashboard/access`, async (request) => {
     const v = vis(request);
-    const groups = await managedGroups(v, opts.listGroups, config);
+    const groups = await managedGroups(v, opts.listGroups, (await opts.live()).config);
     return { user: request.hubUser!.name, admin: v.all, groups };
   });
 
@@ -107,14 +123,14 @@ export async function dashboardApi(fastify: FastifyInstance, opts: DashboardApiO
     await courseAllowed(request, request.params.group);
     const now = Date.now();
     const q = request.query;
-    return views.course(request.params.group, rangeOf(q, now), now, { page: q.page, perPage: q.per_page, sort: q.sort, order: q.order });
+    return (await views()).course(request.params.group, rangeOf(q, now), now, { page: q.page, perPage: q.per_page, sort: q.sort, order: q.order });
   });
 
   app.get(`${prefix}api/dashboard/groups/:group/students.csv`, { schema: { params: z.object({ group: name }).strict(), querystring: rangeQuery } }, async (request, reply) => {
     await courseAllowed(request, request.params.group);
     const now = Date.now();
     const range = rangeOf(request.query, now);
-    const lines = await views.courseLines(request.params.group, range, now);
+    const lines = await (await views()).courseLines(request.params.group, range, now);
     let out = csvLine(['user', 'hours', `gross_${config.currency}`, `net_${config.currency}`, 'idle_hours', 'budget_used', 'budget_limit', 'budget_unit', 'budget_percent']);
     for (const l of lines) out += csvLine([l.user, l.hours, l.gross, l.net, l.idle_hours, l.budget_used ?? '', l.budget_limit ?? '', l.budget_unit ?? '', l.budget_percent ?? '']);
     // The file name carries only the dates: group names are free text.
@@ -125,21 +141,64 @@ export async function dashboardApi(fastify: FastifyInstance, opts: DashboardApiO
   app.get(`${prefix}api/dashboard/hub`, { schema: { querystring: rangeQuery } }, async (request) => {
     if (!vis(request).all) throw new Forbidden('only hub admins and the configured admin groups see the whole hub');
     const now = Date.now();
-    return views.hub(rangeOf(request.query, now), now);
+    return (await views()).hub(rangeOf(request.query, now), now);
   });
 
-  app.get(`${prefix}api/dashboard/settings`, async (request) => {
+  // Rate cards and budgets: admins read, validate and save them here (settings.ts keeps the
+  // versions). A save names the version it edits (If-Match: "v<id>"), so two admins cannot
+  // overwrite each other unknowingly.
+  app.get(`${prefix}api/dashboard/settings`, async (request, reply) => {
     if (!vis(request).all) throw new Forbidden('only admins see rate cards and budgets');
-    return { currency: config.currency, rateCards: config.rateCards, budgets: { ...config.budgets, webhook: config.budgets.webhook ? '(set)' : undefined }, attribution: config.attribution };
+    const { version } = await settings.current();
+    reply.header('etag', etagOf(version.id));
+    return {
+      version: version.id,
+      source: version.source,
+      author: version.author,
+      note: version.note,
+      created_at: version.created_at,
+      editable: version.settings,
+      // Kept in the community file: shown, not edited here.
+      currency: config.currency,
+      attribution: config.attribution,
+      webhook: config.budgets.webhook ? '(set in the community file)' : null,
+      history: await settings.history(),
+    };
   });
 
-  // Settings live in the community file; this checks a candidate section before an admin deploys it.
+  const issuesOf = (error: z.ZodError) => error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+
   app.post(`${prefix}api/dashboard/settings/validate`, { schema: { body: z.record(z.string(), z.unknown()) } }, async (request) => {
     if (!vis(request).all) throw new Forbidden('only admins validate settings');
-    const parsed = configSchema.safeParse(request.body);
+    const parsed = editableSettingsSchema.safeParse(request.body);
     if (parsed.success) return { valid: true, issues: [] };
-    return { valid: false, issues: parsed.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message })) };
+    return { valid: false, issues: issuesOf(parsed.error) };
   });
+
+  app.put(
+    `${prefix}api/dashboard/settings`,
+    // The body is checked below, so a bad one gets every issue with its field, as /validate gives.
+    { schema: { body: z.object({ editable: z.unknown(), note: z.string().max(500).default('') }).strict() } },
+    async (request, reply) => {
+      if (!vis(request).all) throw new Forbidden('only admins change rate cards and budgets');
+      const expected = versionOf(request.headers['if-match']);
+      if (expected === undefined) throw new PreconditionRequired('send If-Match with the ETag of the settings you edited, e.g. If-Match: "v3"');
+      const parsed = editableSettingsSchema.safeParse(request.body.editable);
+      if (!parsed.success) {
+        return reply.code(422).send({
+          statusCode: 422,
+          error: 'Unprocessable Entity',
+          code: 'HUBSIDE_USAGE_ERR_SETTINGS',
+          message: `the settings are not valid: ${issuesOf(parsed.error).map((i) => `${i.path || '(top)'}: ${i.message}`).join('; ')}`,
+          issues: issuesOf(parsed.error),
+        });
+      }
+      const r = await settings.save(expected, parsed.data, request.hubUser!.name, request.body.note);
+      if (!r.saved) throw new Conflict(`the settings changed since you loaded them: version ${r.current} is in force now; reload and edit that`);
+      request.log.info({ version: r.version.id }, 'rate cards and budgets saved from the dashboard');
+      return reply.header('etag', etagOf(r.version.id)).send({ version: r.version.id, author: r.version.author, created_at: r.version.created_at });
+    },
+  );
 
   app.post(
     `${prefix}api/dashboard/shares`,
@@ -176,7 +235,7 @@ export async function dashboardApi(fastify: FastifyInstance, opts: DashboardApiO
     }
     const now = Date.now();
     const q = request.query;
-    const view = await views.course(checked.share.group, rangeOf(q, now), now, { page: q.page, perPage: q.per_page, sort: q.sort, order: q.order });
+    const view = await (await views()).course(checked.share.group, rangeOf(q, now), now, { page: q.page, perPage: q.per_page, sort: q.sort, order: q.order });
     return { ...view, shared: { expires_at: checked.share.expires_at } };
   });
 }

@@ -16,10 +16,13 @@ import { sharesService } from './shares.js';
 import type { SharesDB } from './shares.js';
 import { createViewCache } from './cache.js';
 import { createViews } from './views.js';
+import type { Views } from './views.js';
+import type { SettingsStore } from '../settings.js';
 
 export interface DashboardsOptions {
   routePrefix: string;
   config: UsageCollectorConfig;
+  settings: SettingsStore;
 }
 
 /** A share-link signing key derived from a service secret; a separate key, so a link can never pass as a cookie. */
@@ -50,11 +53,19 @@ export async function dashboards(fastify: FastifyInstance, opts: DashboardsOptio
     return r.rows.map((x) => x.g);
   };
   // `routePrefix`, not `prefix`: Fastify would apply a `prefix` option to every route a second time.
+  // Views (and their cache) belong to one settings version: a saved rate card or budget makes new ones.
+  let built: { id: number; views: Views; config: UsageCollectorConfig } | undefined;
+  const live = async () => {
+    const current = await opts.settings.current();
+    if (built?.id !== current.version.id) built = { id: current.version.id, views: createViews(db as unknown as Kysely<UsageDB>, repo, current.config, createViewCache(db)), config: current.config };
+    return built;
+  };
   await fastify.register(dashboardApi, {
     routePrefix: prefix,
     config,
     repo,
-    views: createViews(db as unknown as Kysely<UsageDB>, repo, config, createViewCache(db)),
+    live,
+    settings: opts.settings,
     shares: sharesService(db as unknown as Kysely<SharesDB>, jwt, keys),
     listGroups,
   });

@@ -6,6 +6,7 @@
 import { Decimal } from 'decimal.js';
 import type { Kysely } from 'kysely';
 import { evaluateBudgets, quotaFrom } from '../budgets.js';
+import { entryOf } from '../config.js';
 import type { Budget, UsageCollectorConfig } from '../config.js';
 import { DAY_MS, buildStatement, chargeUser, dayStart, hoursOf, monthStart, nextMonth, primaryGroup, priceSession, roundMoney, sortCards, Tally } from '../pricing.js';
 import type { SessionsRepository } from '../sessions-repository.js';
@@ -246,7 +247,7 @@ export function createViews(db: Kysely<UsageDB>, repo: SessionsRepository, confi
       // The total of the rounded figures shown, in whole ten-thousandths of an hour (exact).
       let idleTotal = 0;
       for (const l of lines) idleTotal += Number(l.idle_hours.replace('.', ''));
-      const groupBudget = config.budgets.groups[group];
+      const groupBudget = entryOf(config.budgets.groups, group);
       const orders = sortedOrders(lines);
       return {
         lines,
