@@ -147,10 +147,19 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
     return { config, cards: cardsOf(config) };
   }
 
-  async function hubUserGroups(user: string): Promise<string[] | null> {
+  /**
+   * A user's groups: the hub's, else (not or no longer a hub user) those their usage was recorded
+   * with. `hubFailure` wraps a failure to ask the hub (not a database error) for the caller to name.
+   */
+  async function hubUserGroups(user: string, hubFailure?: (err: Error) => Error): Promise<string[] | null> {
     const hub = fastify.kit.hub;
     if (hub) {
-      const model = await hub.getUser(user);
+      let model;
+      try {
+        model = await hub.getUser(user);
+      } catch (err) {
+        throw hubFailure ? hubFailure(err as Error) : err;
+      }
       if (model) return [...(model.groups ?? [])];
     }
     // Not (or no longer) a hub user, but with recorded usage: the groups that usage was recorded with.
@@ -333,13 +342,8 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
     const user = request.params.name;
     const v = visibilityOf(request.hubUser!, config);
     if (!v.all && user !== v.self) throw new ForbiddenUsage('you may only read your own quota');
-    let groups: string[] | null;
-    try {
-      groups = await hubUserGroups(user);
-    } catch (err) {
-      // The hook decides fail-open or fail-closed; we only say the hub could not be asked.
-      throw new HubUnavailableError(`could not read ${JSON.stringify(user)} from the hub: ${(err as Error).message}`);
-    }
+    // The hook decides fail-open or fail-closed; we only say the hub could not be asked.
+    const groups = await hubUserGroups(user, (err) => new HubUnavailableError(`could not read ${JSON.stringify(user)} from the hub: ${err.message}`));
     if (groups === null) throw new UnknownName(`params.name: no user ${JSON.stringify(user)}`);
     const now = new Date();
     const current = (await live()).config;
