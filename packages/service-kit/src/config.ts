@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
+import { DEFAULT_COMMUNITY, communitySchema } from './community.js';
+import type { Community } from './community.js';
 import { DEFAULT_PROTECTION } from './protection.js';
 import type { ProtectionSettings } from './protection.js';
 
@@ -234,13 +236,7 @@ export function readYamlFile(file: string): unknown {
 /** The community file's top level. Each service validates its own section with its own schema. */
 export const communityFileSchema = z
   .object({
-    community: z
-      .object({
-        name: z.string().min(1, 'must not be empty'),
-        description: z.string().optional(),
-      })
-      .strict()
-      .optional(),
+    community: communitySchema.optional(),
     'auth-bridge': z.unknown().optional(),
     'profile-api': z.unknown().optional(),
     'usage-collector': z.unknown().optional(),
@@ -271,4 +267,11 @@ export function loadSection<S extends z.ZodType>(file: string | undefined, servi
   if (!file) return withoutPrototypes(parseOrThrow(schema, {}, 'defaults', service));
   const doc = parseOrThrow(communityFileSchema, readYamlFile(file), file);
   return withoutPrototypes(parseOrThrow(schema, doc[service] ?? {}, file, service));
+}
+
+/** Load the shared `community:` section; a file without one (or no file) gets the defaults. */
+export function loadCommunity(file: string | undefined): Community {
+  if (!file) return withoutPrototypes(DEFAULT_COMMUNITY);
+  const doc = parseOrThrow(communityFileSchema, readYamlFile(file), file);
+  return withoutPrototypes(doc.community ?? DEFAULT_COMMUNITY);
 }

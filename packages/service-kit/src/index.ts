@@ -6,6 +6,7 @@ export {
   communityFileSchema,
   describeIssues,
   envSchema,
+  loadCommunity,
   loadSection,
   parseOrThrow,
   readYamlFile,
@@ -26,3 +27,13 @@ export type { BuildOptions, RunOptions, RunningService, ServiceDefinition } from
 export { startTracing, tracingRequested } from './tracing.js';
 export type { Tracing } from './tracing.js';
 export * from './database/index.js';
+export {
+  DEFAULT_COMMUNITY,
+  LONE_SURROGATE,
+  communitySchema,
+  coursesTaughtBy,
+  currencyCode,
+  hubName,
+  isCommunityAdmin,
+} from './community.js';
+export type { Community, CommunityProvides, CommunityReference } from './community.js';

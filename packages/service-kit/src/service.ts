@@ -2,13 +2,16 @@ import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import type { z } from 'zod';
 import type { CreateServiceAppOptions } from './app.js';
-import { ConfigError, loadSection, resolveSettings } from './config.js';
+import type { Community, CommunityProvides, CommunityReference } from './community.js';
+import { ConfigError, loadCommunity, loadSection, resolveSettings } from './config.js';
 import type { ServiceName, ServiceSettings, SettingsDefaults } from './config.js';
 import type { MigrationSet } from './database/index.js';
 
 export interface BuildOptions<C> {
   settings: ServiceSettings;
   config: C;
+  /** The shared `community:` section (currency, groups, admins, courses). */
+  community?: Community;
   logger?: CreateServiceAppOptions['logger'];
   defaultMetrics?: boolean;
 }
@@ -20,6 +23,10 @@ export interface ServiceDefinition<S extends z.ZodType = z.ZodType> {
   configSchema: S;
   migrations?: MigrationSet;
   build(opts: BuildOptions<z.output<S>>): Promise<FastifyInstance>;
+  /** Every name its section refers to elsewhere (groups, profiles, datasets, the currency), for check-config. */
+  references?(config: z.output<S>): CommunityReference[];
+  /** What its section defines that other sections may name. */
+  provides?(config: z.output<S>): CommunityProvides;
 }
 
 export interface RunOptions {
@@ -41,7 +48,8 @@ export interface RunningService {
 export function loadService<S extends z.ZodType>(def: ServiceDefinition<S>, env: NodeJS.ProcessEnv, defaults?: SettingsDefaults) {
   const settings = resolveSettings(def.name, env, defaults);
   const config = loadSection(settings.configFile, def.name, def.configSchema);
-  return { settings, config };
+  const community = loadCommunity(settings.configFile);
+  return { settings, config, community };
 }
 
 /**
@@ -50,8 +58,8 @@ export function loadService<S extends z.ZodType>(def: ServiceDefinition<S>, env:
  */
 export async function runService<S extends z.ZodType>(def: ServiceDefinition<S>, opts: RunOptions = {}): Promise<RunningService> {
   const env = opts.env ?? process.env;
-  const { settings, config } = loadService(def, env, opts.defaults);
-  const app = await def.build({ settings, config });
+  const { settings, config, community } = loadService(def, env, opts.defaults);
+  const app = await def.build({ settings, config, community });
   // Hooks must be in place before listen(); Fastify refuses them afterwards.
   if (opts.onClose) app.addHook('onClose', opts.onClose);
   if (opts.handleSignals ?? true) {
