@@ -24,6 +24,7 @@ const HANG_MS = 30_000;
 
 // Names of fields the services actually read, so generated input reaches past "unknown key".
 const KEYS = [
+  '__proto__', 'constructor', 'prototype',
   'dataset', 'access', 'key', 'method', 'expiresIn', 'profiles', 'message', 'profile', 'image', 'memory',
   'user', 'users', 'group', 'name', 'from', 'to', 'granularity', 'period', 'limit', 'before', 'since', 'until',
   'kind', 'page', 'per_page', 'sort', 'order', 'format', 'expires_at', 'expiresAt', 'maxUses', 'max_uses',
@@ -41,7 +42,21 @@ const jsonish = fc.oneof(
   { weight: 3, arbitrary: fc.dictionary(key, fc.oneof(fc.jsonValue({ maxDepth: 3 }), scalar), { maxKeys: 8 }) },
   { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 4 }) },
 );
+// JSON whose keys try to reach a prototype at several depths, under the names services read.
+const pollutingKey = fc.constantFrom('__proto__', 'constructor', 'prototype');
+const polluting: fc.Arbitrary<string> = fc
+  .tuple(fc.constantFrom(...KEYS), pollutingKey, fc.constantFrom(...KEYS), fc.oneof(scalar, fc.jsonValue({ maxDepth: 2 })), fc.nat(3))
+  .map(([outer, bad, inner, v, shape]) => {
+    const value = JSON.stringify(v);
+    return [
+      `{"${bad}":{"polluted":${value}}}`,
+      `{"${outer}":{"${bad}":{"${inner}":${value}}}}`,
+      `{"${outer}":[{"${bad}":{"polluted":true}}],"${inner}":${value}}`,
+      `{"${outer}":{"${bad}":{"prototype":{"polluted":true}}}}`,
+    ][shape]!;
+  });
 const rawBody = fc.oneof(
+  { weight: 1, arbitrary: polluting.map((payload) => ({ type: 'application/json', payload })) },
   { weight: 6, arbitrary: jsonish.map((v) => ({ type: 'application/json', payload: JSON.stringify(v) })) },
   { weight: 1, arbitrary: fc.string({ maxLength: 200 }).map((s) => ({ type: 'application/json', payload: s })) },
   { weight: 1, arbitrary: fc.string({ maxLength: 200 }).map((s) => ({ type: 'application/x-www-form-urlencoded', payload: s })) },
@@ -86,7 +101,20 @@ async function within<T>(p: Promise<T>, what: string): Promise<T> {
   }
 }
 
+// The prototypes every object inherits from: a request that adds to one of them has copied a
+// user's key into an object unsafely, whatever it answered.
+const PROTOTYPES = [Object.prototype, Array.prototype, Function.prototype, String.prototype, Number.prototype];
+const pristine = PROTOTYPES.map((p) => Reflect.ownKeys(p).map(String).sort().join('\n'));
+
+function checkPrototypes(where: string): void {
+  PROTOTYPES.forEach((p, i) => {
+    const now = Reflect.ownKeys(p).map(String).sort().join('\n');
+    expect(now, `${where}: a user's key reached a prototype`).toBe(pristine[i]);
+  });
+}
+
 function checkAnswer(res: LightMyRequestResponse, where: string): void {
+  checkPrototypes(where);
   const status = res.statusCode;
   // 502 is the gateway's documented answer when its (fake, always failing) STS is called.
   const backend = status === 502 && res.body.includes('HUBSIDE_GATEWAY_ERR_BACKEND');
