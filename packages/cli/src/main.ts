@@ -1,21 +1,22 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   ConfigError,
   SERVICE_NAMES,
-  communityFileSchema,
   createDatabase,
-  describeIssues,
   loadService,
   migrate,
   PGLITE_TEMPLATE_DIR,
   pgliteTemplate,
-  readYamlFile,
   runService,
   schemaFor,
 } from '@hubside/service-kit';
 import type { ServiceDefinition, ServiceName, Tracing } from '@hubside/service-kit';
 import closeWithGrace from 'close-with-grace';
+import { checkCommunityFile, parseCommunityYaml } from './check-config.js';
+import type { CheckResult } from './check-config.js';
+import { SECTION_FALLBACKS } from './section-references.js';
 
 const USAGE = `Usage: hubside <command> [options]
 
@@ -118,30 +119,28 @@ async function checkConfig(args: string[]): Promise<number> {
     process.stderr.write('Usage: hubside check-config FILE\n');
     return 64;
   }
-  const problems: string[] = [];
-  let raw: unknown;
+  let result: CheckResult;
+  let text: string | undefined;
   try {
-    raw = readYamlFile(file);
+    text = readFileSync(file, 'utf8');
   } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    problems.push(...err.issues);
+    result = { problems: [`(file): cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`], notes: [] };
   }
-  if (problems.length === 0) {
-    // Report everything at once: the top level, then each service's section on its own.
-    const top = communityFileSchema.safeParse(raw);
-    if (!top.success) problems.push(...describeIssues(top.error));
-    const doc = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
-    for (const name of SERVICE_NAMES) {
-      const def = await definition(name);
-      const result = def.configSchema.safeParse(doc[name] ?? {});
-      if (!result.success) problems.push(...describeIssues(result.error, name));
+  if (text !== undefined) {
+    const parsed = parseCommunityYaml(text);
+    if (!parsed.ok) result = { problems: parsed.problems, notes: [] };
+    else {
+      const definitions = await Promise.all(SERVICE_NAMES.map((name) => definition(name)));
+      result = checkCommunityFile(parsed.value, definitions, SECTION_FALLBACKS);
     }
   }
+  const { problems, notes } = result!;
+  const noted = notes.map((n) => `  note: ${n}\n`).join('');
   if (problems.length > 0) {
-    process.stderr.write(`${file}: ${problems.length} problem${problems.length > 1 ? 's' : ''}\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
+    process.stderr.write(`${file}: ${problems.length} problem${problems.length > 1 ? 's' : ''}\n${problems.map((p) => `  - ${p}`).join('\n')}\n${noted}`);
     return 1;
   }
-  process.stdout.write(`${file}: OK\n`);
+  process.stdout.write(`${file}: OK\n${noted}`);
   return 0;
 }
 
