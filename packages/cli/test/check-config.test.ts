@@ -238,4 +238,21 @@ describe('with the four real services', () => {
     );
     expect(r.problems).toHaveLength(5);
   });
+
+  it('accepts the example community, checking every group it names', () => {
+    const r = checkCommunityFile(read('../../../examples/community.yaml'), REAL, SECTION_FALLBACKS);
+    expect(r).toEqual({ problems: [], notes: [] });
+  });
+
+  it('the example bills, without the hook, each profile at the price its spawn page shows', () => {
+    const doc = read('../../../examples/community.yaml') as Record<string, unknown>;
+    const profiles = profileApi.configSchema.parse(doc['profile-api']).profiles;
+    const cards = usageCollector.configSchema.parse(doc['usage-collector']).rateCards;
+    expect(cards.length).toBeGreaterThan(0);
+    for (const card of cards) {
+      expect(card.mode).toBe('profile-hour');
+      expect(Object.keys(card.profileHour).sort()).toEqual(profiles.map((p) => p.slug).sort());
+      for (const p of profiles) expect(Number(card.profileHour[p.slug!]), `${card.id} ${p.slug}`).toBe(p.price_per_hour);
+    }
+  });
 });
