@@ -53,7 +53,7 @@ function sameButCase(name: string, names: Iterable<string>): string | undefined 
 
 /** A key as it appears in a field path: bare when plain, quoted when it holds dots, spaces, brackets. */
 export function keyPath(key: string): string {
-  return /^[\p{L}\p{N}_@-]+$/u.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`;
+  return /^[\p{L}\p{N}_@:-]+$/u.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`;
 }
 
 /** What the `community:` section itself names: admin groups and course groups, and each course's instructor groups. */
@@ -113,8 +113,15 @@ export function checkCommunityFile(
     }
     const config = withoutPrototypes(result.data) as never;
     const fallback = fallbacks[name];
-    references.push(...(def.references ? def.references(config) : (fallback?.references?.(config, raw) ?? [])));
-    const provides = def.provides ? def.provides(config) : fallback?.provides?.(config, raw);
+    let provides: CommunityProvides | undefined;
+    try {
+      references.push(...(def.references ? def.references(config) : (fallback?.references?.(config, raw) ?? [])));
+      provides = def.provides ? def.provides(config) : fallback?.provides?.(config, raw);
+    } catch (err) {
+      // A bug in a service's listing must not hide the rest of the report behind a stack trace.
+      problems.push(`${name}: could not list the names this section uses and defines (${(err as Error).message}); please report this`);
+      continue;
+    }
     for (const kind of Object.keys(PROVIDED) as Kind[]) {
       const names = provides?.[PROVIDED[kind]];
       if (!names) continue;

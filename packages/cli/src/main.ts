@@ -27,7 +27,9 @@ Commands:
                           hub-managed service does: 'command': ['npx', 'hubside', 'profile-api']
   start [--config FILE]   Start all four services on 127.0.0.1, ports 9101-9104
                           (HUBSIDE_PORT_BASE changes the first port)
-  check-config FILE       Validate a community config file and print every problem
+  check-config FILE       Check a community file: every section against its schema and
+                          every name one section uses against where it is defined
+                          (groups, profiles, datasets, currency); prints every problem
   migrate [SERVICE...]    Apply database migrations (all services by default)
   help                    Show this text
 
@@ -113,28 +115,26 @@ async function startAll(args: string[], tracing: Tracing | null): Promise<number
   return 0;
 }
 
+async function checkFile(file: string): Promise<CheckResult> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    return { problems: [`(file): cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`], notes: [] };
+  }
+  const parsed = parseCommunityYaml(text);
+  if (!parsed.ok) return { problems: parsed.problems, notes: [] };
+  const definitions = await Promise.all(SERVICE_NAMES.map((name) => definition(name)));
+  return checkCommunityFile(parsed.value, definitions, SECTION_FALLBACKS);
+}
+
 async function checkConfig(args: string[]): Promise<number> {
   const file = args[0];
   if (!file || args.length > 1) {
     process.stderr.write('Usage: hubside check-config FILE\n');
     return 64;
   }
-  let result: CheckResult;
-  let text: string | undefined;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    result = { problems: [`(file): cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`], notes: [] };
-  }
-  if (text !== undefined) {
-    const parsed = parseCommunityYaml(text);
-    if (!parsed.ok) result = { problems: parsed.problems, notes: [] };
-    else {
-      const definitions = await Promise.all(SERVICE_NAMES.map((name) => definition(name)));
-      result = checkCommunityFile(parsed.value, definitions, SECTION_FALLBACKS);
-    }
-  }
-  const { problems, notes } = result!;
+  const { problems, notes } = await checkFile(file);
   const noted = notes.map((n) => `  note: ${n}\n`).join('');
   if (problems.length > 0) {
     process.stderr.write(`${file}: ${problems.length} problem${problems.length > 1 ? 's' : ''}\n${problems.map((p) => `  - ${p}`).join('\n')}\n${noted}`);

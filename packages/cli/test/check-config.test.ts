@@ -161,6 +161,24 @@ describe('references between sections', () => {
     expect(viaFallback.problems.join('\n')).toContain('usage-collector.x: no group "from-fallback"');
   });
 
+  it('reports a service whose listing fails, and still checks the rest', () => {
+    const broken = STUBS.map((d) =>
+      d.name === 'data-gateway'
+        ? {
+            ...d,
+            references: () => {
+              throw new Error('boom');
+            },
+          }
+        : d,
+    );
+    const r = checkCommunityFile({ community, 'data-gateway': {}, 'usage-collector': { groups: ['nobody'] } }, broken);
+    expect(r.problems).toEqual([
+      'data-gateway: could not list the names this section uses and defines (boom); please report this',
+      'usage-collector.groups[0]: no group "nobody" in community.groups (there are: hub-staff, instructors, physics-101, students)',
+    ]);
+  });
+
   it('an empty profile list is a list: a profile reference then finds none', () => {
     const r = checkCommunityFile({ community, 'profile-api': { profiles: [] }, 'usage-collector': { profilesUsed: ['gpu'] } }, STUBS);
     expect(r.problems).toEqual(['usage-collector.profilesUsed[0]: no profile "gpu" in profile-api.profiles (there are none)']);
@@ -254,5 +272,73 @@ describe('with the four real services', () => {
       expect(Object.keys(card.profileHour).sort()).toEqual(profiles.map((p) => p.slug).sort());
       for (const p of profiles) expect(Number(card.profileHour[p.slug!]), `${card.id} ${p.slug}`).toBe(p.price_per_hour);
     }
+  });
+
+  it('the CLI\'s own reading of each section finds every group, profile and dataset it names', () => {
+    // Only the fallback: the definitions without references/provides, as before the services export them.
+    const bare = REAL.map(({ name, configSchema }) => ({ name, configSchema }));
+    const doc = {
+      community: { name: 'All', currency: 'EUR', groups: { known: null } },
+      'auth-bridge': {
+        hubs: {
+          h: { clientId: 'h', redirectUris: ['http://127.0.0.1/cb'], allowedGroups: ['g1'], adminGroups: ['g2'], groupMap: { 'idp:faculty': 'g3', 'x.y': 'known' } },
+        },
+      },
+      'profile-api': {
+        adminGroups: ['g4'],
+        profiles: [
+          {
+            display_name: 'Data Science',
+            default: true,
+            allowed_groups: ['g5'],
+            profile_options: {
+              memory: {
+                display_name: 'Memory',
+                choices: { '16G': { display_name: '16 GB', allowed_groups: ['g6'] } },
+                unlisted_choice: { enabled: true, allowed_groups: ['g7'] },
+              },
+            },
+          },
+        ],
+      },
+      'usage-collector': {
+        currency: 'USD',
+        profiles: { 'data-science': {}, small: {} },
+        rateCards: [{ id: 'c', effectiveFrom: '2026-01-01', profileHour: { large: '1' } }],
+        attribution: { groupOrder: ['g8'] },
+        access: { adminGroups: ['g9'], managers: { 'prof-ada': ['g10'] }, managerGroups: { g11: ['g12'] } },
+        budgets: { groups: { g13: { limit: '1' }, 'a.b': { limit: '1' } } },
+      },
+      'data-gateway': {
+        datasets: { d: { provider: 'gcs', bucket: 'bucket', prefix: 'x/', groups: ['g14'] } },
+      },
+    };
+    const r = checkCommunityFile(doc, bare, SECTION_FALLBACKS);
+    const fields = r.problems.map((p) => p.slice(0, p.indexOf(': ')));
+    expect(fields).toEqual([
+      'auth-bridge.hubs.h.allowedGroups[0]',
+      'auth-bridge.hubs.h.adminGroups[0]',
+      'auth-bridge.hubs.h.groupMap.idp:faculty',
+      'profile-api.adminGroups[0]',
+      'profile-api.profiles[0].allowed_groups[0]',
+      'profile-api.profiles[0].profile_options.memory.choices.16G.allowed_groups[0]',
+      'profile-api.profiles[0].profile_options.memory.unlisted_choice.allowed_groups[0]',
+      'usage-collector.currency',
+      'usage-collector.profiles.small',
+      'usage-collector.rateCards[0].profileHour.large',
+      'usage-collector.budgets.groups.g13',
+      'usage-collector.budgets.groups["a.b"]',
+      'usage-collector.attribution.groupOrder[0]',
+      'usage-collector.access.adminGroups[0]',
+      'usage-collector.access.managers.prof-ada[0]',
+      'usage-collector.access.managerGroups.g11',
+      'usage-collector.access.managerGroups.g11[0]',
+      'data-gateway.datasets.d.groups[0]',
+    ]);
+    // The profile without a slug is known by KubeSpawner's slug of its display name.
+    expect(r.problems.join('\n')).toContain('no profile "large" in profile-api.profiles (there are: data-science)');
+    // Without a currency of its own, usage-collector names none (today's schema fills in USD).
+    const { currency: _c, ...noCurrency } = doc['usage-collector'];
+    expect(checkCommunityFile({ ...doc, 'usage-collector': noCurrency }, bare, SECTION_FALLBACKS).problems.join('\n')).not.toContain('currency');
   });
 });
