@@ -1,21 +1,22 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   ConfigError,
   SERVICE_NAMES,
-  communityFileSchema,
   createDatabase,
-  describeIssues,
   loadService,
   migrate,
   PGLITE_TEMPLATE_DIR,
   pgliteTemplate,
-  readYamlFile,
   runService,
   schemaFor,
 } from '@hubside/service-kit';
 import type { ServiceDefinition, ServiceName, Tracing } from '@hubside/service-kit';
 import closeWithGrace from 'close-with-grace';
+import { checkCommunityFile, parseCommunityYaml } from './check-config.js';
+import type { CheckResult } from './check-config.js';
+import { SECTION_FALLBACKS } from './section-references.js';
 
 const USAGE = `Usage: hubside <command> [options]
 
@@ -26,7 +27,9 @@ Commands:
                           hub-managed service does: 'command': ['npx', 'hubside', 'profile-api']
   start [--config FILE]   Start all four services on 127.0.0.1, ports 9101-9104
                           (HUBSIDE_PORT_BASE changes the first port)
-  check-config FILE       Validate a community config file and print every problem
+  check-config FILE       Check a community file: every section against its schema and
+                          every name one section uses against where it is defined
+                          (groups, profiles, datasets, currency); prints every problem
   migrate [SERVICE...]    Apply database migrations (all services by default)
   help                    Show this text
 
@@ -112,36 +115,32 @@ async function startAll(args: string[], tracing: Tracing | null): Promise<number
   return 0;
 }
 
+async function checkFile(file: string): Promise<CheckResult> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    return { problems: [`(file): cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`], notes: [] };
+  }
+  const parsed = parseCommunityYaml(text);
+  if (!parsed.ok) return { problems: parsed.problems, notes: [] };
+  const definitions = await Promise.all(SERVICE_NAMES.map((name) => definition(name)));
+  return checkCommunityFile(parsed.value, definitions, SECTION_FALLBACKS);
+}
+
 async function checkConfig(args: string[]): Promise<number> {
   const file = args[0];
   if (!file || args.length > 1) {
     process.stderr.write('Usage: hubside check-config FILE\n');
     return 64;
   }
-  const problems: string[] = [];
-  let raw: unknown;
-  try {
-    raw = readYamlFile(file);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    problems.push(...err.issues);
-  }
-  if (problems.length === 0) {
-    // Report everything at once: the top level, then each service's section on its own.
-    const top = communityFileSchema.safeParse(raw);
-    if (!top.success) problems.push(...describeIssues(top.error));
-    const doc = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
-    for (const name of SERVICE_NAMES) {
-      const def = await definition(name);
-      const result = def.configSchema.safeParse(doc[name] ?? {});
-      if (!result.success) problems.push(...describeIssues(result.error, name));
-    }
-  }
+  const { problems, notes } = await checkFile(file);
+  const noted = notes.map((n) => `  note: ${n}\n`).join('');
   if (problems.length > 0) {
-    process.stderr.write(`${file}: ${problems.length} problem${problems.length > 1 ? 's' : ''}\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
+    process.stderr.write(`${file}: ${problems.length} problem${problems.length > 1 ? 's' : ''}\n${problems.map((p) => `  - ${p}`).join('\n')}\n${noted}`);
     return 1;
   }
-  process.stdout.write(`${file}: OK\n`);
+  process.stdout.write(`${file}: OK\n${noted}`);
   return 0;
 }
 

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const BIN = fileURLToPath(new URL('../bin/hubside.js', import.meta.url));
 const EXAMPLE = fileURLToPath(new URL('../../../examples/community.yaml', import.meta.url));
+const ISSUE_14 = fileURLToPath(new URL('./fixtures/issue-14-community.yaml', import.meta.url));
 const SERVICES = ['auth-bridge', 'profile-api', 'usage-collector', 'data-gateway'];
 
 interface Result {
@@ -53,7 +54,27 @@ describe('hubside check-config', () => {
   it('accepts the example community', async () => {
     const r = await run(['check-config', EXAMPLE], cleanEnv());
     expect(r.stdout).toContain('OK');
+    // Every group it names is declared, so every reference was checked.
+    expect(r.stdout).not.toContain('note:');
     expect(r.code).toBe(0);
+  });
+
+  it('refuses a file whose sections disagree, naming each reference (issue 14: it said OK)', async () => {
+    const r = await run(['check-config', ISSUE_14], cleanEnv());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('5 problems');
+    expect(r.stderr).toMatch(/usage-collector\.currency: "EUR" is not the community's currency \(community\.currency is "USD", the default\)/);
+    for (const field of ['rateCards[0].profileHour.small', 'rateCards[0].profileHour.large', 'profiles.small', 'profiles.large']) {
+      const slug = field.split('.').at(-1)!;
+      expect(r.stderr).toContain(`  - usage-collector.${field}: no profile "${slug}" in profile-api.profiles (there are: datascience, gpu)\n`);
+    }
+    expect(r.stdout).not.toContain('OK');
+  });
+
+  it('reports a YAML syntax error once, with its line and column', async () => {
+    const r = await run(['check-config', yamlFile('community:\n  name: x\nprofile-api:\n  profiles: [a, b\nusage-collector: {}\n')], cleanEnv());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/: 1 problem\n  - \(yaml\) line 5, column 1: [^\n]+\n$/);
   });
 
   it('prints every problem with its field, and exits non-zero', async () => {
