@@ -17,6 +17,33 @@ export const hubName = z
   .refine((v) => !/[\u0000-\u001f\u007f]/.test(v), 'must not contain control characters')
   .refine((v) => !LONE_SURROGATE.test(v), 'must be valid Unicode (no lone surrogates)');
 
+/**
+ * A map keyed by hub names (groups, users, datasets). JupyterHub allows a group called
+ * `__proto__` or `constructor`, but `z.record` drops a `__proto__` key without a word (a budget
+ * for that group would silently vanish) and builds an object that inherits Object.prototype's
+ * members. This keeps every own key, in a prototype-less object, and bounds the number of entries.
+ */
+export function namedRecord<K extends z.ZodType<string, string>, V extends z.ZodType>(key: K, value: V, maxEntries = 1000) {
+  return z
+    .custom<object>((v) => v !== null && typeof v === 'object' && !Array.isArray(v), 'must be a map of names')
+    .transform((v, ctx) => {
+      const out = Object.create(null) as Record<z.output<K>, z.output<V>>;
+      const entries = Object.entries(v);
+      if (entries.length > maxEntries) {
+        ctx.addIssue({ code: 'custom', message: `must have at most ${maxEntries} entries` });
+        return z.NEVER;
+      }
+      for (const [k, raw] of entries) {
+        const name = key.safeParse(k);
+        if (!name.success) for (const issue of name.error.issues) ctx.addIssue({ code: 'custom', path: [k], message: `(the name) ${issue.message}` });
+        const parsed = value.safeParse(raw);
+        if (!parsed.success) for (const issue of parsed.error.issues) ctx.addIssue({ ...issue, code: 'custom', path: [k, ...issue.path] } as never);
+        if (name.success && parsed.success) (out as Record<string, unknown>)[k] = parsed.data;
+      }
+      return out;
+    });
+}
+
 const names = z.array(hubName).max(1000, 'must list at most 1000 names').default([]);
 
 export const currencyCode = z.string().regex(/^[A-Z]{3}$/, 'must be an ISO 4217 currency code such as EUR or USD');
@@ -32,8 +59,7 @@ export const communitySchema = z
      * check-config refuses a reference to a group that is not in it (a typo is then an error,
      * not a rule that silently matches nobody).
      */
-    groups: z
-      .record(
+    groups: namedRecord(
         hubName,
         z
           .object({
@@ -51,8 +77,7 @@ export const communitySchema = z
       .strict()
       .default({ groups: [], users: [] }),
     /** Course groups, and who teaches each: instructors see their course's usage. */
-    courses: z
-      .record(
+    courses: namedRecord(
         hubName,
         z
           .object({

@@ -35,5 +35,6 @@ export {
   currencyCode,
   hubName,
   isCommunityAdmin,
+  namedRecord,
 } from './community.js';
 export type { Community, CommunityProvides, CommunityReference } from './community.js';

@@ -23,6 +23,20 @@ describe('the community model', () => {
     expect(communitySchema.safeParse({ name: 'x', admins: { groups: ['😀 ok'] } }).success).toBe(true);
   });
 
+  it('keeps a group named __proto__ (JupyterHub allows it) without touching any prototype, and bounds the maps', () => {
+    const parsed = communitySchema.parse(JSON.parse('{"name":"x","groups":{"__proto__":{"displayName":"P"},"a":null},"courses":{"__proto__":{}}}'));
+    expect(Object.keys(parsed.groups ?? {})).toEqual(['__proto__', 'a']);
+    expect(Object.getPrototypeOf(parsed.groups)).toBe(null);
+    expect(parsed.groups?.['__proto__']).toEqual({ displayName: 'P' });
+    expect(coursesTaughtBy(parsed, { name: 'u' })).toEqual([]);
+    expect(Object.keys(parsed.courses)).toEqual(['__proto__']);
+    const bad = communitySchema.safeParse({ name: 'x', groups: { ok: { nope: 1 }, 'a\u0000': {} } });
+    expect(bad.success).toBe(false);
+    expect(bad.error?.issues.map((i) => i.path.join('.'))).toEqual(['groups.ok', 'groups.a\u0000']);
+    const many = Object.fromEntries(Array.from({ length: 1001 }, (_, i) => [`g${i}`, {}]));
+    expect(communitySchema.safeParse({ name: 'x', groups: many }).success).toBe(false);
+  });
+
   it('decides community admins and instructors the same way for every service', () => {
     expect(isCommunityAdmin(community, { name: 'root', admin: true })).toBe(true);
     expect(isCommunityAdmin(community, { name: 'dean' })).toBe(true);
