@@ -90,17 +90,43 @@ function isObject(v: unknown): v is JsonObject {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
+/*
+ * Keys in overrides come from admins, and after `{value}` substitution from any user. They are
+ * data, never property names of the engine: every object built from them has no prototype, and
+ * every read and write goes through these three, so "__proto__", "constructor" or "toString" is
+ * an ordinary key and can't reach Object.prototype.
+ */
+export function dict<T = Json>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
+}
+function own(obj: JsonObject, key: string): Json | undefined {
+  return Object.hasOwn(obj, key) ? obj[key] : undefined;
+}
+function put(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true });
+}
+
+/** A deep copy of JSON data into prototype-less objects. */
+export function cloneJson(v: Json): Json {
+  if (Array.isArray(v)) return v.map(cloneJson);
+  if (isObject(v)) {
+    const out = dict();
+    for (const [k, x] of Object.entries(v)) put(out, k, cloneJson(x));
+    return out;
+  }
+  return v;
+}
+
 /** kubespawner.utils.recursive_update: dicts merge, None deletes, anything else replaces. */
 function recursiveUpdate(target: JsonObject, update: JsonObject): void {
   for (const [k, v] of Object.entries(update)) {
     if (isObject(v)) {
-      const current = target[k];
-      if (!isObject(current)) target[k] = {};
+      if (!isObject(own(target, k))) put(target, k, dict());
       recursiveUpdate(target[k] as JsonObject, v);
     } else if (v === null) {
-      delete target[k];
+      if (Object.hasOwn(target, k)) delete target[k];
     } else {
-      target[k] = structuredClone(v);
+      put(target, k, cloneJson(v));
     }
   }
 }
@@ -113,10 +139,10 @@ function recursiveUpdate(target: JsonObject, update: JsonObject): void {
 export function applyOverrides(target: JsonObject, override: JsonObject): void {
   for (const [k, v] of Object.entries(override)) {
     if (isObject(v)) {
-      if (!isObject(target[k])) target[k] = {};
+      if (!isObject(own(target, k))) put(target, k, dict());
       recursiveUpdate(target[k] as JsonObject, v);
     } else {
-      target[k] = structuredClone(v);
+      put(target, k, cloneJson(v));
     }
   }
 }
@@ -126,11 +152,22 @@ function formatValue(s: string, value: string): string {
   return s.replace(/\{\{|\}\}|\{value\}/g, (m) => (m === '{{' ? '{' : m === '}}' ? '}' : value));
 }
 
-/** kubespawner.utils.recursive_format: strings, lists and dict keys and values. */
+/** A key JavaScript would read as the prototype; refused wherever a user's value could make it. */
+export const PROTO_KEY = '__proto__';
+
+/** kubespawner.utils.recursive_format: strings, lists and dict keys and values. Throws on a key that would be "__proto__". */
 export function recursiveFormat(v: Json, value: string): Json {
   if (typeof v === 'string') return formatValue(v, value);
   if (Array.isArray(v)) return v.map((x) => recursiveFormat(x, value));
-  if (isObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [formatValue(k, value), recursiveFormat(x, value)]));
+  if (isObject(v)) {
+    const out = dict();
+    for (const [k, x] of Object.entries(v)) {
+      const key = formatValue(k, value);
+      if (key === PROTO_KEY) throw new RangeError(`makes the override key "${PROTO_KEY}", which is not allowed`);
+      put(out, key, recursiveFormat(x, value));
+    }
+    return out;
+  }
   return v;
 }
 
@@ -190,14 +227,14 @@ export function profilesForUser(doc: ProfilesDocument, groups: readonly string[]
     if (!groupAllowed(profile.allowed_groups, mine)) continue;
     const { allowed_groups: _pg, profile_options, ...rest } = structuredClone(profile);
     let usable = true;
-    const options: Record<string, unknown> = {};
+    const options: Record<string, unknown> = dict<unknown>();
     for (const [name, option] of Object.entries(profile_options ?? {})) {
-      const choices: Record<string, unknown> = {};
+      const choices: Record<string, unknown> = dict<unknown>();
       const kept = Object.entries(option.choices).filter(([, c]) => groupAllowed(c.allowed_groups, mine));
       const hasDefault = kept.some(([, c]) => c.default);
       kept.forEach(([key, c], index) => {
         const { allowed_groups: _cg, ...choice } = c;
-        choices[key] = { ...choice, default: hasDefault ? c.default === true : index === 0, resources: resourcesOf(c.kubespawner_override) };
+        put(choices, key, { ...choice, default: hasDefault ? c.default === true : index === 0, resources: resourcesOf(c.kubespawner_override) });
       });
       const unlisted = option.unlisted_choice;
       const unlistedOk = unlisted?.enabled === true && groupAllowed(unlisted.allowed_groups, mine);
@@ -208,7 +245,7 @@ export function profilesForUser(doc: ProfilesDocument, groups: readonly string[]
       }
       // A profile whose option has nothing left to pick can't be spawned by this user.
       if (kept.length === 0 && !unlistedOk) usable = false;
-      options[name] = { display_name: option.display_name, choices, unlisted_choice: unlistedOut };
+      put(options, name, { display_name: option.display_name, choices, unlisted_choice: unlistedOut });
     }
     if (!usable) continue;
     const defaults = defaultOverrides(profile, mine);
@@ -225,7 +262,7 @@ export function profilesForUser(doc: ProfilesDocument, groups: readonly string[]
 }
 
 function defaultOverrides(profile: Profile, mine: ReadonlySet<string>): JsonObject {
-  const merged: JsonObject = {};
+  const merged: JsonObject = dict();
   applyOverrides(merged, (profile.kubespawner_override ?? {}) as JsonObject);
   for (const option of Object.values(profile.profile_options ?? {})) {
     const kept = Object.values(option.choices).filter((c) => groupAllowed(c.allowed_groups, mine));
@@ -279,14 +316,14 @@ export function resolveSelection(doc: ProfilesDocument, groups: readonly string[
     if (!profile) throw new SelectionError(403, 'profile', 'no profile is available to your groups');
   }
   const slug = slugOf(profile);
-  const merged: JsonObject = {};
+  const merged: JsonObject = dict();
   applyOverrides(merged, (profile.kubespawner_override ?? {}) as JsonObject);
   let price: number | null = profile.price_per_hour ?? null;
-  const selection: Resolution['selection'] = {};
+  const selection: Resolution['selection'] = dict() as Resolution['selection'];
   for (const [name, option] of Object.entries(profile.profile_options ?? {})) {
     const unlistedKey = `${name}--unlisted-choice`;
-    const unlisted = opts[unlistedKey];
-    const choice = opts[name];
+    const unlisted = Object.hasOwn(opts, unlistedKey) ? opts[unlistedKey] : undefined;
+    const choice = Object.hasOwn(opts, name) ? opts[name] : undefined;
     let override: JsonObject;
     // Python truthiness: an empty string means "not given", as in KubeSpawner.
     if (unlisted !== undefined && unlisted !== null && unlisted !== '') {
@@ -302,8 +339,12 @@ export function resolveSelection(doc: ProfilesDocument, groups: readonly string[
         if (ok === 'timeout') throw new SelectionError(422, unlistedKey, `${unlistedKey} took too long to check against the validation pattern`);
         if (!ok) throw new SelectionError(422, unlistedKey, u.validation_message ?? `${unlistedKey} does not match ${u.validation_regex}`);
       }
-      override = recursiveFormat((u.kubespawner_override ?? {}) as JsonObject, unlisted) as JsonObject;
-      selection[name] = { unlisted };
+      try {
+        override = recursiveFormat((u.kubespawner_override ?? {}) as JsonObject, unlisted) as JsonObject;
+      } catch (err) {
+        throw new SelectionError(422, unlistedKey, `${unlistedKey} ${(err as Error).message}`);
+      }
+      put(selection, name, { unlisted });
     } else if (choice !== undefined && choice !== null && choice !== '') {
       if (typeof choice !== 'string') throw new SelectionError(400, name, `${name} must be a string`);
       const c = Object.hasOwn(option.choices, choice) ? option.choices[choice] : undefined;
@@ -311,14 +352,14 @@ export function resolveSelection(doc: ProfilesDocument, groups: readonly string[
       if (!groupAllowed(c.allowed_groups, mine)) throw new SelectionError(403, name, `choice "${choice}" of ${name} is not available to your groups`);
       override = (c.kubespawner_override ?? {}) as JsonObject;
       if (c.price_per_hour !== undefined) price = (price ?? 0) + c.price_per_hour;
-      selection[name] = { choice };
+      put(selection, name, { choice });
     } else {
       const kept = Object.entries(option.choices).filter(([, c]) => groupAllowed(c.allowed_groups, mine));
       const picked = kept.find(([, c]) => c.default) ?? kept[0];
       if (!picked) throw new SelectionError(400, name, `${name} has no default choice: pick one or give ${unlistedKey}`);
       override = (picked[1].kubespawner_override ?? {}) as JsonObject;
       if (picked[1].price_per_hour !== undefined) price = (price ?? 0) + picked[1].price_per_hour;
-      selection[name] = { choice: picked[0] };
+      put(selection, name, { choice: picked[0] });
     }
     applyOverrides(merged, override);
   }

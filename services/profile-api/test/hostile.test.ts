@@ -1,0 +1,145 @@
+/**
+ * profile-api under hostile input (issue 20), against a real JupyterHub: no user-controlled key
+ * reaches an object's prototype, the list cache can't be confused by group names, every saved
+ * collection and string is bounded, and nothing Python would read differently is accepted.
+ */
+import { randomBytes } from 'node:crypto';
+import { createTestDatabase, startHub } from '@hubside/testing';
+import type { RunningHub, TestDatabase } from '@hubside/testing';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { buildTestApp, communityProfiles } from './fixtures.js';
+
+const P = '/services/profile-api/';
+let hub: RunningHub;
+let database: TestDatabase;
+let app: FastifyInstance;
+const serviceToken = randomBytes(32).toString('hex');
+const t: Record<string, string> = {};
+const USERS = ['carol', 'bob', 'ab-user', 'split-user', '__proto__', 'constructor'];
+
+beforeAll(async () => {
+  database = await createTestDatabase({ schemas: ['profile_api'] });
+  hub = await startHub({
+    users: USERS.filter((u) => u !== 'carol'),
+    admins: ['carol'],
+    groups: { a: ['split-user'], b: ['split-user'], 'a\nb': ['ab-user'], prototype: ['constructor'], toString: ['__proto__'] },
+    services: [{ name: 'profile-api', url: 'http://127.0.0.1:1', apiToken: serviceToken }],
+    roles: [
+      { name: 'hubside-users', scopes: ['access:services!service=profile-api'], users: USERS },
+      { name: 'profile-api', scopes: ['read:users', 'list:users', 'read:groups', 'list:groups', 'access:services!service=profile-api'], services: ['profile-api'] },
+    ],
+  });
+  for (const u of USERS) t[u] = await hub.createToken(u, { note: 'profile-api hostile test' });
+  t.service = serviceToken;
+  app = await buildTestApp({ dataDir: database.dataDir, databaseUrl: database.databaseUrl, hub: { apiUrl: hub.hubApiUrl, token: serviceToken } });
+  await app.ready();
+}, 120_000);
+
+afterAll(async () => {
+  await app?.close();
+  await hub?.stop();
+  await database?.drop();
+});
+
+const auth = (who: string) => ({ authorization: `token ${t[who]}` });
+const enc = encodeURIComponent;
+const get = (who: string, url: string) => app.inject({ method: 'GET', url: `${P}${url}`, headers: auth(who) });
+const post = (who: string, url: string, payload: unknown) =>
+  app.inject({ method: 'POST', url: `${P}${url}`, headers: { ...auth(who), 'content-type': 'application/json' }, payload: typeof payload === 'string' ? payload : JSON.stringify(payload) });
+const put = (who: string, profiles: unknown, ifMatch = '*') =>
+  app.inject({ method: 'PUT', url: `${P}api/profiles`, headers: { ...auth(who), 'if-match': ifMatch, 'content-type': 'application/json' }, payload: JSON.stringify({ profiles }) });
+
+const pristine = Object.getOwnPropertyNames(Object.prototype).sort();
+function prototypesUntouched() {
+  expect(Object.getOwnPropertyNames(Object.prototype).sort()).toEqual(pristine);
+  expect(Object.getOwnPropertyNames(Array.prototype)).not.toContain('owner');
+  expect(({} as Record<string, unknown>).owner).toBeUndefined();
+}
+
+afterEach(async () => {
+  prototypesUntouched();
+  // The process is alive and its metrics still render (prom-client throws on an inherited label).
+  app.kit.metrics.httpDuration.observe({ method: 'GET', route: '/probe', status_code: 200 }, 0.001);
+  expect(await app.kit.metrics.registry.metrics()).toContain('hubside_http_request_duration_seconds');
+});
+
+const restore = async () => expect((await put('carol', communityProfiles)).statusCode).toBe(201);
+
+/** A document whose every user-visible name is a word JavaScript objects inherit. */
+function hostileDocument() {
+  const override = { '{value}': { owner: 'course' }, extra_pod_config: { '{value}': { owner: 'course' }, constructor: { owner: 'x' }, prototype: { owner: 'y' } } };
+  return [
+    {
+      display_name: 'constructor',
+      slug: 'constructor',
+      default: true,
+      kubespawner_override: { constructor: { owner: 'p' }, prototype: 'x', toString: 'y', hasOwnProperty: { owner: 'q' } },
+      allowed_groups: ['prototype', 'toString', 'a', 'b', 'a\nb', 'constructor'],
+      profile_options: {
+        constructor: {
+          display_name: 'constructor',
+          choices: { prototype: { display_name: 'prototype', kubespawner_override: override }, toString: { display_name: 'toString', default: true } },
+          unlisted_choice: { enabled: true, kubespawner_override: override },
+        },
+        prototype: { display_name: 'p', choices: {}, unlisted_choice: { enabled: true, kubespawner_override: { environment: { '{value}': '{value}' } } } },
+      },
+    },
+  ];
+}
+
+describe('issue 20.1: no user-controlled key reaches a prototype', () => {
+  it('an unlisted value "__proto__" substituted into an override key neither pollutes nor crashes', async () => {
+    const doc = structuredClone(communityProfiles) as Array<Record<string, any>>;
+    doc[0]!.profile_options.image.unlisted_choice = { enabled: true, kubespawner_override: { extra_pod_config: { '{value}': { owner: 'course' } } } };
+    expect((await put('carol', doc)).statusCode).toBe(201);
+    const res = await post('bob', 'api/users/bob/resolve', { profile: 'datascience', 'image--unlisted-choice': '__proto__' });
+    expect(res.statusCode).toBeLessThan(500);
+    prototypesUntouched();
+    await restore();
+  });
+
+  it('every route, driven with __proto__/constructor/prototype as keys and values, leaves the prototypes alone', async () => {
+    expect((await put('carol', hostileDocument())).statusCode).toBe(201);
+    const words = ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty'];
+    // The spawn route checks the selection before it asks the hub: refused selections only here.
+    for (const w of words.filter((x) => x !== 'constructor')) expect((await post('bob', 'api/spawn', { profile: w, [w]: w })).statusCode).toBeLessThan(500);
+    for (const who of ['bob', 'constructor', '__proto__']) {
+      expect((await get(who, 'api/profiles')).statusCode).toBeLessThan(500);
+      for (const w of words) {
+        expect((await get('service', `api/users/${enc(w)}/profiles`)).statusCode).toBeLessThan(500);
+        for (const body of [
+          { profile: w }, { [w]: w }, { profile: 'constructor', constructor: w }, { profile: 'constructor', 'constructor--unlisted-choice': w },
+          { profile: 'constructor', 'prototype--unlisted-choice': w }, { profile: 'constructor', constructor: 'prototype', 'prototype--unlisted-choice': w },
+        ]) {
+          const res = await post('service', `api/users/${enc(who)}/resolve`, body);
+          expect(res.statusCode, JSON.stringify(body)).toBeLessThan(500);
+        }
+        // Raw JSON with a __proto__ key: Fastify refuses it as prototype poisoning.
+        const raw = await post('service', `api/users/${enc(who)}/resolve`, `{"__proto__": {"owner": "x"}, "constructor": {"prototype": {"owner": "y"}}}`);
+        expect(raw.statusCode).toBe(400);
+      }
+    }
+    for (const url of ['api/profiles/document', 'api/profiles/versions', 'api/profiles/versions/1/diff', 'api/profiles/versions/__proto__', 'api/profiles/versions/constructor/diff?to=prototype']) {
+      expect((await get('carol', url)).statusCode).toBeLessThan(500);
+    }
+    // Version 1 → the hostile one and back: diffs and restores walk these keys too.
+    const versions = (await get('carol', 'api/profiles/versions')).json().versions as Array<{ id: number }>;
+    expect((await get('carol', `api/profiles/versions/1/diff?to=${versions[0]!.id}`)).statusCode).toBe(200);
+    const restored = await app.inject({ method: 'POST', url: `${P}api/profiles/versions/${versions[0]!.id}/restore`, headers: { ...auth('carol'), 'if-match': '*' }, payload: {} });
+    expect(restored.statusCode).toBe(201);
+    await restore();
+  });
+
+  it('an unlisted value that makes the override key "__proto__" is a 422 naming the field', async () => {
+    expect((await put('carol', hostileDocument())).statusCode).toBe(201);
+    const res = await post('service', 'api/users/constructor/resolve', { profile: 'constructor', 'prototype--unlisted-choice': '__proto__' });
+    expect(res.statusCode).toBe(422);
+    expect(res.json()).toMatchObject({ field: 'prototype--unlisted-choice', message: expect.stringContaining('__proto__') });
+    // "constructor" and "prototype" are ordinary keys to Python: they come back as data.
+    const ok = await post('service', 'api/users/constructor/resolve', { profile: 'constructor', 'prototype--unlisted-choice': 'constructor' });
+    expect(ok.statusCode).toBe(200);
+    expect(ok.json().kubespawner_override.environment).toEqual({ constructor: 'constructor' });
+    await restore();
+  });
+});
