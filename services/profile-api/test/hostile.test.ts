@@ -143,3 +143,17 @@ describe('issue 20.1: no user-controlled key reaches a prototype', () => {
     await restore();
   });
 });
+
+describe('issue 20.3: the list cache key is unambiguous', () => {
+  it('a member of the group "a\\nb" never gets the list of a member of "a" and "b"', async () => {
+    const open = { display_name: 'Open', slug: 'open', default: true };
+    const doc = [open, { display_name: 'A', slug: 'only-a', allowed_groups: ['a'] }, { display_name: 'B', slug: 'only-b', allowed_groups: ['b'] }, { display_name: 'AB', slug: 'only-ab', allowed_groups: ['a\nb'] }];
+    expect((await put('carol', doc)).statusCode).toBe(201);
+    const slugs = async (who: string) => ((await get(who, 'api/profiles')).json() as Array<{ slug: string }>).map((p) => p.slug);
+    // The split user's list is computed (and cached) first.
+    expect(await slugs('split-user')).toEqual(['open', 'only-a', 'only-b']);
+    expect(await slugs('ab-user')).toEqual(['open', 'only-ab']);
+    expect(await slugs('split-user')).toEqual(['open', 'only-a', 'only-b']);
+    await restore();
+  });
+});

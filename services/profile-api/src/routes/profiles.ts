@@ -124,7 +124,8 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
       listsVersion = id;
       relevant = new Set(groupsNamed(version?.document ?? []).keys());
     }
-    const key = [...new Set(groups.map((g) => g.toLowerCase()).filter((g) => relevant.has(g)))].sort().join('\n');
+    // JSON of the sorted list: a group name may contain any separator ("a\nb" is one hub group).
+    const key = JSON.stringify([...new Set(groups.map((g) => g.toLowerCase()).filter((g) => relevant.has(g)))].sort());
     let list = lists.get(key);
     if (!list) {
       list = profilesForUser(version?.document ?? [], groups);
