@@ -8,6 +8,7 @@ import { createTestDatabase, startHub } from '@hubside/testing';
 import type { RunningHub, TestDatabase } from '@hubside/testing';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { configSchema } from '../src/app.js';
 import { buildTestApp, communityProfiles } from './fixtures.js';
 
 const P = '/services/profile-api/';
@@ -155,5 +156,57 @@ describe('issue 20.3: the list cache key is unambiguous', () => {
     expect(await slugs('ab-user')).toEqual(['open', 'only-ab']);
     expect(await slugs('split-user')).toEqual(['open', 'only-a', 'only-b']);
     await restore();
+  });
+});
+
+describe('issue 20.2: every collection, number and string a person can save is bounded', () => {
+  const base = () => structuredClone(communityProfiles) as Array<Record<string, any>>;
+  const refused = async (doc: unknown, pathPart: string) => {
+    const res = await put('carol', doc);
+    expect(res.statusCode, res.body.slice(0, 300)).toBe(422);
+    expect(res.json()).toMatchObject({ statusCode: 422, error: 'Unprocessable Entity' });
+    expect(JSON.stringify(res.json().problems)).toContain(pathPart);
+    // The community file reads the same schema.
+    expect(configSchema.safeParse({ profiles: doc }).success).toBe(false);
+  };
+
+  it('a 300,000-element override array is refused, in the API and in the community file', async () => {
+    const doc = base();
+    doc[0]!.kubespawner_override.args = new Array(300_000).fill(0);
+    await refused(doc, 'kubespawner_override');
+  });
+
+  it.each([
+    ['too deep', (d: any) => { let o: any = {}; d[0].kubespawner_override.extra_pod_config = o; for (let i = 0; i < 20; i++) o = o.x = {}; }, 'nested more than'],
+    ['too many keys', (d: any) => { d[0].kubespawner_override.environment = Object.fromEntries(Array.from({ length: 2500 }, (_, i) => [`K${i}`, 'v'])); }, 'keys and values'],
+    ['a long override string', (d: any) => { d[0].kubespawner_override.image = 'x'.repeat(10_000); }, 'characters'],
+    ['too many options', (d: any) => { d[0].profile_options = Object.fromEntries(Array.from({ length: 60 }, (_, i) => [`o${i}`, { display_name: 'o', choices: { a: { display_name: 'a' } } }])); }, 'at most 50 options'],
+    ['too many choices', (d: any) => { d[0].profile_options.image.choices = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`c${i}`, { display_name: 'c' }])); }, 'at most 200 choices'],
+    ['too many groups', (d: any) => { d[1].allowed_groups = Array.from({ length: 300 }, (_, i) => `g${i}`); }, 'allowed_groups'],
+    ['a price with sub-micro digits', (d: any) => { d[0].price_per_hour = 0.1234567; }, 'decimal places'],
+    ['a negative price', (d: any) => { d[0].price_per_hour = -1; }, 'price_per_hour'],
+    ['a NUL in a display name', (d: any) => { d[0].display_name = 'Data\u0000science'; }, 'NUL'],
+    ['a NUL in an override value', (d: any) => { d[0].kubespawner_override.environment.X = 'a\u0000b'; }, 'NUL'],
+    ['a lone surrogate in an override key', (d: any) => { d[0].kubespawner_override.environment['\ud800'] = 'x'; }, 'surrogate'],
+    ['a lone surrogate in a choice key', (d: any) => { d[0].profile_options.image.choices['\udc00x'] = { display_name: 'x' }; }, 'surrogate'],
+    ['a NUL in a group name', (d: any) => { d[1].allowed_groups = ['gpu\u0000users']; }, 'NUL'],
+  ])('%s is a 422 naming the field', async (_name, edit, text) => {
+    const doc = base();
+    edit(doc);
+    await refused(doc, text);
+  });
+
+  it('a NUL in the version message is a 400, and nothing is stored', async () => {
+    const before = (await get('carol', 'api/profiles/versions')).json().versions.length;
+    const res = await app.inject({ method: 'PUT', url: `${P}api/profiles`, headers: { ...auth('carol'), 'if-match': '*', 'content-type': 'application/json' }, payload: JSON.stringify({ profiles: communityProfiles, message: 'a\u0000b' }) });
+    expect(res.statusCode).toBe(400);
+    expect((await get('carol', 'api/profiles/versions')).json().versions.length).toBe(before);
+  });
+
+  it('an unlisted value with a NUL or a lone surrogate is a 400', async () => {
+    for (const v of ['a:b\u0000', 'a:\ud800']) {
+      const res = await post('bob', 'api/users/bob/resolve', { profile: 'datascience', 'image--unlisted-choice': v });
+      expect(res.statusCode).toBe(400);
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { Script, createContext } from 'node:vm';
 import type { Profile, ProfilesDocument } from './schema.js';
-import { slugify } from './schema.js';
+import { slugify, unstorable } from './schema.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 type JsonObject = { [k: string]: Json };
@@ -334,6 +334,8 @@ export function resolveSelection(doc: ProfilesDocument, groups: readonly string[
       if (unlisted.length > guard.maxLength) {
         throw new SelectionError(400, unlistedKey, `${unlistedKey} is longer than ${guard.maxLength} characters`);
       }
+      const why = unstorable(unlisted);
+      if (why) throw new SelectionError(400, unlistedKey, `${unlistedKey} ${why}`);
       if (u.validation_regex !== undefined && u.validation_regex !== '') {
         const ok = guard.match(u.validation_regex, unlisted);
         if (ok === 'timeout') throw new SelectionError(422, unlistedKey, `${unlistedKey} took too long to check against the validation pattern`);

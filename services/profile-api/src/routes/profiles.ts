@@ -12,7 +12,7 @@ import type { ProfilesDB } from '../profiles/profiles.table.js';
 import { createProfileRepository } from '../profiles/repository.js';
 import type { ProfileVersion } from '../profiles/repository.js';
 import { RegexGuard, SelectionError, profilesForUser, resolveSelection } from '../profiles/resolve.js';
-import { checkDocument, groupsNamed } from '../profiles/schema.js';
+import { checkDocument, groupsNamed, safeString } from '../profiles/schema.js';
 import type { ProfilesDocument } from '../profiles/schema.js';
 
 declare module 'fastify' {
@@ -244,7 +244,7 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
 
   app.put(
     `${prefix}api/profiles`,
-    { schema: { body: z.object({ profiles: z.unknown(), message: z.string().max(2000).optional() }) } },
+    { schema: { body: z.object({ profiles: z.unknown(), message: safeString(2000).optional() }) } },
     async (request, reply) => {
       requireAdmin(request);
       const checked = checkDocument(request.body.profiles);
@@ -295,7 +295,7 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
 
   app.post(
     `${prefix}api/profiles/versions/:id/restore`,
-    { schema: { params: idParam, body: z.object({ message: z.string().max(2000).optional() }).optional() } },
+    { schema: { params: idParam, body: z.object({ message: safeString(2000).optional() }).optional() } },
     async (request, reply) => {
       requireAdmin(request);
       const old = await version(request.params.id);
