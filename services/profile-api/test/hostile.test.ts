@@ -210,3 +210,62 @@ describe('issue 20.2: every collection, number and string a person can save is b
     }
   });
 });
+
+describe('issue 20.4 and 14a: nothing the hub\'s Python reads differently is saved', () => {
+  const withUnlisted = (unlisted: Record<string, unknown>) => {
+    const doc = structuredClone(communityProfiles) as Array<Record<string, any>>;
+    doc[0]!.profile_options.image.unlisted_choice = { enabled: true, ...unlisted };
+    return doc;
+  };
+  it.each([
+    ['\\p{L}+ (JavaScript only)', { validation_regex: '\\p{L}+' }, 'validation_regex'],
+    ['(?<n>…) (JavaScript syntax)', { validation_regex: '(?<n>a)' }, 'validation_regex'],
+    ['\\w+ (Unicode in Python, ASCII in JavaScript)', { validation_regex: '\\w+' }, 'validation_regex'],
+    ['catastrophic backtracking', { validation_regex: '^([a-z]+)*$' }, 'exponential'],
+    ['a{b (format_map raises)', { kubespawner_override: { image: 'a{b' } }, 'kubespawner_override.image'],
+    ['{value.upper}', { kubespawner_override: { environment: { X: '{value.upper}' } } }, 'environment.X'],
+    ['{value:>10}', { kubespawner_override: { args: ['{value:>10}'] } }, 'args[0]'],
+    ['{value[0]} in a nested key', { kubespawner_override: { environment: { '{value[0]}': 'x' } } }, 'environment.{value[0]}'],
+    ['cpu_limit: "{value}" (a Float trait)', { kubespawner_override: { cpu_limit: '{value}' } }, 'cpu_limit'],
+  ])('%s is a 422 naming the field', async (_name, unlisted, where) => {
+    const res = await put('carol', withUnlisted(unlisted));
+    expect(res.statusCode, res.body.slice(0, 300)).toBe(422);
+    expect(JSON.stringify(res.json().problems)).toContain(where);
+  });
+
+  it('a choice giving a trait a value of the wrong type is refused (KubeSpawner would fail every spawn)', async () => {
+    const doc = structuredClone(communityProfiles) as Array<Record<string, any>>;
+    doc[0]!.profile_options.memory.choices['2G'].kubespawner_override.mem_limit = '2Gi';
+    doc[0]!.kubespawner_override.cpu_limit = '2';
+    const res = await put('carol', doc);
+    expect(res.statusCode).toBe(422);
+    const paths = (res.json().problems as Array<{ path: string }>).map((p) => p.path);
+    expect(paths).toEqual(expect.arrayContaining(['[0].kubespawner_override.cpu_limit', '[0].profile_options.memory.choices.2G.kubespawner_override.mem_limit']));
+  });
+
+  it('a substituted size that ByteSpecification would refuse is a 422 with the choice\'s message; a good one resolves', async () => {
+    const doc = structuredClone(communityProfiles) as Array<Record<string, any>>;
+    doc[0]!.profile_options.memory.unlisted_choice = { enabled: true, validation_regex: '[0-9]+', validation_message: 'a size such as 3G', kubespawner_override: { mem_limit: '{value}', mem_guarantee: '{value}' } };
+    expect((await put('carol', doc)).statusCode).toBe(201);
+    const bad = await post('bob', 'api/users/bob/resolve', { profile: 'datascience', 'memory--unlisted-choice': '3Gi' });
+    expect(bad.statusCode).toBe(422);
+    expect(bad.json()).toMatchObject({ field: 'memory--unlisted-choice', message: 'a size such as 3G' });
+    const good = await post('bob', 'api/users/bob/resolve', { profile: 'datascience', 'memory--unlisted-choice': '3G' });
+    expect(good.statusCode).toBe(200);
+    expect(good.json().kubespawner_override.mem_limit).toBe('3G');
+    await restore();
+  });
+
+  it('an unlisted value with a line break is a 400 (Python\'s $ and . would read it differently)', async () => {
+    const res = await post('bob', 'api/users/bob/resolve', { profile: 'datascience', 'image--unlisted-choice': 'repo/img:1\n' });
+    expect(res.statusCode).toBe(400);
+  });
+
+  it('top-level override keys are not formatted, as in KubeSpawner', async () => {
+    expect((await put('carol', withUnlisted({ kubespawner_override: { '{value}': 'x', environment: { '{value}': '{value}' } } }))).statusCode).toBe(201);
+    const res = await post('bob', 'api/users/bob/resolve', { profile: 'datascience', 'image--unlisted-choice': 'img:1' });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().kubespawner_override).toMatchObject({ '{value}': 'x', environment: { 'img:1': 'img:1' } });
+    await restore();
+  });
+});

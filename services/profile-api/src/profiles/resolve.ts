@@ -1,5 +1,6 @@
 import { Script, createContext } from 'node:vm';
 import type { Profile, ProfilesDocument } from './schema.js';
+import { byteSpecification, unfitSubstitution, unlistedValueProblem } from './kubespawner.js';
 import { slugify, unstorable } from './schema.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -31,20 +32,9 @@ export function lowerGroups(groups: readonly string[]): Set<string> {
   return new Set(groups.map((g) => g.toLowerCase()));
 }
 
-// JupyterHub's ByteSpecification (which KubeSpawner's mem_* traits use) counts K, M, G, T in
-// powers of 1024: "2G" is 2 GiB. The Kubernetes spellings (Ki, Mi, ...) mean the same here.
-const MEMORY_UNITS: Record<string, number> = {
-  '': 1, k: 1024, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, Ti: 1024 ** 4,
-};
-
-/** A memory size as JupyterHub's ByteSpecification reads it, or a plain number of bytes. */
+/** A memory size as JupyterHub's ByteSpecification (KubeSpawner's mem_* traits) reads it: "2G" is 2 GiB. */
 export function parseMemory(value: unknown): number | undefined {
-  if (typeof value === 'number' && Number.isFinite(value)) return value;
-  if (typeof value !== 'string') return undefined;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kKMGT]i?)?\s*$/.exec(value);
-  if (!m) return undefined;
-  const unit = MEMORY_UNITS[m[2] ?? ''];
-  return unit === undefined ? undefined : Math.round(Number(m[1]) * unit);
+  return byteSpecification(value);
 }
 
 function parseCpu(value: unknown): number | undefined {
@@ -169,6 +159,13 @@ export function recursiveFormat(v: Json, value: string): Json {
     return out;
   }
   return v;
+}
+
+/** KubeSpawner's `_load_profile`: each top-level value of an unlisted override is formatted; top-level keys are not. */
+export function formatOverride(template: JsonObject, value: string): JsonObject {
+  const out = dict();
+  for (const [k, v] of Object.entries(template)) put(out, k, recursiveFormat(v, value));
+  return out;
 }
 
 /**
@@ -334,18 +331,21 @@ export function resolveSelection(doc: ProfilesDocument, groups: readonly string[
       if (unlisted.length > guard.maxLength) {
         throw new SelectionError(400, unlistedKey, `${unlistedKey} is longer than ${guard.maxLength} characters`);
       }
-      const why = unstorable(unlisted);
+      const why = unstorable(unlisted) ?? unlistedValueProblem(unlisted);
       if (why) throw new SelectionError(400, unlistedKey, `${unlistedKey} ${why}`);
       if (u.validation_regex !== undefined && u.validation_regex !== '') {
         const ok = guard.match(u.validation_regex, unlisted);
         if (ok === 'timeout') throw new SelectionError(422, unlistedKey, `${unlistedKey} took too long to check against the validation pattern`);
         if (!ok) throw new SelectionError(422, unlistedKey, u.validation_message ?? `${unlistedKey} does not match ${u.validation_regex}`);
       }
+      const template = (u.kubespawner_override ?? {}) as JsonObject;
       try {
-        override = recursiveFormat((u.kubespawner_override ?? {}) as JsonObject, unlisted) as JsonObject;
+        override = formatOverride(template, unlisted);
       } catch (err) {
         throw new SelectionError(422, unlistedKey, `${unlistedKey} ${(err as Error).message}`);
       }
+      const unfit = unfitSubstitution(template, override);
+      if (unfit) throw new SelectionError(422, unlistedKey, u.validation_message ?? `${unlistedKey} does not make a valid ${unfit}`);
       put(selection, name, { unlisted });
     } else if (choice !== undefined && choice !== null && choice !== '') {
       if (typeof choice !== 'string') throw new SelectionError(400, name, `${name} must be a string`);

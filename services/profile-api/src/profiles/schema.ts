@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { formatProblem, regexProblem, traitProblems } from './kubespawner.js';
 
 /**
  * The profiles document: KubeSpawner's `profile_list` schema, strict (an unknown field is a
@@ -233,6 +234,7 @@ export function semanticProblems(doc: ProfilesDocument): Problem[] {
     if (first !== undefined) problems.push({ path: `[${i}].slug`, message: `duplicate slug "${slug}" (also profile [${first}])` });
     else seen.set(slug, i);
     if (profile.default) defaults += 1;
+    for (const t of traitProblems(profile.kubespawner_override ?? {}, false)) problems.push({ path: `[${i}].kubespawner_override.${t.key}`, message: t.message });
     for (const [name, option] of Object.entries(profile.profile_options ?? {})) {
       const at = `[${i}].profile_options.${name}`;
       if (!OPTION_NAME.test(name) || name === 'profile' || name.endsWith('--unlisted-choice')) {
@@ -245,11 +247,32 @@ export function semanticProblems(doc: ProfilesDocument): Problem[] {
         problems.push({ path: `${at}.choices`, message: 'is empty and the unlisted choice is not enabled' });
       }
       if (unlisted?.validation_regex !== undefined) {
-        try {
-          new RegExp(unlisted.validation_regex, 'u');
-        } catch (err) {
-          problems.push({ path: `${at}.unlisted_choice.validation_regex`, message: `is not a valid regular expression: ${(err as Error).message}` });
+        const why = regexProblem(unlisted.validation_regex);
+        if (why) problems.push({ path: `${at}.unlisted_choice.validation_regex`, message: why });
+      }
+      for (const [key, choice] of Object.entries(option.choices)) {
+        for (const t of traitProblems(choice.kubespawner_override ?? {}, false)) {
+          problems.push({ path: `${at}.choices.${key}.kubespawner_override.${t.key}`, message: t.message });
         }
+      }
+      if (unlisted?.kubespawner_override) {
+        const base = `${at}.unlisted_choice.kubespawner_override`;
+        for (const t of traitProblems(unlisted.kubespawner_override, true)) problems.push({ path: `${base}.${t.key}`, message: t.message });
+        // KubeSpawner formats every string and every nested key, but not the top-level keys.
+        const walk = (v: unknown, path: string, formatKeys: boolean) => {
+          if (typeof v === 'string') {
+            const why = formatProblem(v);
+            if (why) problems.push({ path, message: why });
+          } else if (Array.isArray(v)) v.forEach((x, n) => walk(x, `${path}[${n}]`, true));
+          else if (v !== null && typeof v === 'object') {
+            for (const [k, x] of Object.entries(v)) {
+              const why = formatKeys ? formatProblem(k) : undefined;
+              if (why) problems.push({ path: `${path}.${k}`, message: `the key ${why}` });
+              walk(x, `${path}.${k}`, true);
+            }
+          }
+        };
+        walk(unlisted.kubespawner_override, base, false);
       }
     }
   });
