@@ -1,5 +1,5 @@
-import { createServiceApp, schemaFor } from '@hubside/service-kit';
-import type { BuildOptions, ServiceDefinition } from '@hubside/service-kit';
+import { DEFAULT_COMMUNITY, createServiceApp, schemaFor } from '@hubside/service-kit';
+import type { BuildOptions, Community, ServiceDefinition } from '@hubside/service-kit';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
 import { migrations } from './migrations/index.js';
@@ -14,7 +14,7 @@ export const configSchema = z
     profiles: documentSchema.default([]).superRefine((doc, ctx) => {
       for (const p of semanticProblems(doc)) ctx.addIssue({ code: 'custom', message: `${p.path}: ${p.message}` });
     }),
-    /** Members of these hub groups may edit profiles, besides hub admins (matched case-insensitively). */
+    /** Members of these hub groups may edit profiles, besides hub admins and `community.admins` (kept for older files; matched case-insensitively). */
     adminGroups: z.array(z.string().min(1)).default([]),
     /** Longest unlisted-choice value accepted; a bound on regex work. */
     unlistedMaxLength: z.number().int().min(1).max(4096).default(512),
@@ -30,6 +30,8 @@ export interface ProfileApiOptions {
   /** The service prefix; not Fastify's `prefix` option, which would apply it a second time. */
   routePrefix: string;
   config: ProfileApiConfig;
+  /** The shared `community:` section: its currency prices the spawn page and resolve; its admins edit profiles. */
+  community?: Community;
 }
 
 /** The profile-api routes, as a Fastify plugin without side effects. */
@@ -41,15 +43,16 @@ const profileApi: FastifyPluginAsync<ProfileApiOptions> = async (app, opts) => {
     unlistedMaxLength: opts.config.unlistedMaxLength,
     regexTimeoutMs: opts.config.regexTimeoutMs,
     groupsCacheMs: opts.config.groupsCacheSeconds * 1000,
+    community: opts.community ?? DEFAULT_COMMUNITY,
   });
-  await app.register(spawnPagePlugin, { prefix: opts.routePrefix });
+  await app.register(spawnPagePlugin, { prefix: opts.routePrefix, currency: (opts.community ?? DEFAULT_COMMUNITY).currency });
 };
 export default profileApi;
 
 export async function buildApp(opts: BuildOptions<ProfileApiConfig>): Promise<FastifyInstance> {
   const app = await createServiceApp({ ...opts, landingPage: false, database: { schema: schemaFor('profile-api'), migrations } });
   // Routes carry their full paths, so the plugin is registered without a Fastify prefix.
-  await app.register(profileApi, { routePrefix: opts.settings.prefix, config: opts.config });
+  await app.register(profileApi, { routePrefix: opts.settings.prefix, config: opts.config, community: opts.community ?? DEFAULT_COMMUNITY });
   return app;
 }
 

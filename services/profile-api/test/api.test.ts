@@ -121,7 +121,11 @@ describe('resolving a selection', () => {
         mem_limit: '8G',
         node_selector: { 'node.kubernetes.io/instance-type': 'n2-standard-8' },
       },
-      price_per_hour: 0.15000000000000002,
+      options: { image: 'r', memory: '8G' },
+      price_per_hour: '0.15',
+      currency: 'USD',
+      resources: { cpuGuarantee: 0.5, cpuLimit: 2, memGuaranteeGiB: 8, memLimitGiB: 8, gpus: 0 },
+      profile_version: 1,
     });
   });
 

@@ -269,3 +269,36 @@ describe('issue 20.4 and 14a: nothing the hub\'s Python reads differently is sav
     await restore();
   });
 });
+
+describe('issue 14b/d: the community section prices resolve and names the admins', () => {
+  let community: FastifyInstance;
+  let db2: TestDatabase;
+  beforeAll(async () => {
+    db2 = await createTestDatabase({ schemas: ['profile_api'] });
+    community = await buildTestApp({
+      dataDir: db2.dataDir,
+      databaseUrl: db2.databaseUrl,
+      hub: { apiUrl: hub.hubApiUrl, token: serviceToken },
+      community: { name: 'Test', currency: 'EUR', admins: { users: ['split-user'], groups: ['prototype'] } },
+    });
+    await community.ready();
+  });
+  afterAll(async () => {
+    await community?.close();
+    await db2?.drop();
+  });
+  const as = (who: string, method: 'GET' | 'PUT' | 'POST', url: string, payload?: unknown) =>
+    community.inject({ method, url: `${P}${url}`, headers: { ...auth(who), 'if-match': '*', 'content-type': 'application/json' }, ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }) });
+
+  it('resolve answers in community.currency, with the price as a decimal string and the version', async () => {
+    const res = await as('service', 'POST', 'api/users/bob/resolve', { profile: 'datascience', memory: '8G' });
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toMatchObject({ price_per_hour: '0.15', currency: 'EUR', profile_version: expect.any(Number), options: { image: 'scipy', memory: '8G' } });
+  });
+
+  it('community admins (named, or by group) edit profiles; hub admins still do; others do not', async () => {
+    for (const who of ['split-user', 'constructor', 'carol']) expect((await as(who, 'GET', 'api/profiles/document')).statusCode, who).toBe(200);
+    expect((await as('bob', 'GET', 'api/profiles/document')).statusCode).toBe(403);
+    expect((await as('split-user', 'PUT', 'api/profiles', { profiles: communityProfiles })).statusCode).toBe(201);
+  });
+});

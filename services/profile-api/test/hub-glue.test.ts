@@ -5,7 +5,9 @@
  * profile-api is stopped the hub keeps working from the last good list.
  */
 import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createTestDatabase, freePort, startHub, waitFor } from '@hubside/testing';
 import type { RunningHub, TestDatabase } from '@hubside/testing';
@@ -89,6 +91,25 @@ describe('the hub with profile-api', () => {
       CPU_LIMIT: '2.0',
     });
     await hub.stopServer('bob', 'ok');
+  }, 120_000);
+
+  it('the hook records the resolved price, currency, resources and version in user_options.hubside, over what the request carried', async () => {
+    const forged = { profile: 'datascience', profile_version: 0, price_per_hour: '0', currency: 'XXX', resources: {} };
+    await hub.startServer('bob', { name: 'billed', userOptions: { profile: 'datascience', image: 'r', memory: '8G', hubside: forged }, timeoutMs: 60_000 });
+    const expected = {
+      profile: 'datascience',
+      options: { image: 'r', memory: '8G' },
+      price_per_hour: '0.15',
+      currency: 'USD',
+      resources: { cpuGuarantee: 0.5, cpuLimit: 2, memGuaranteeGiB: 8, memLimitGiB: 8, gpus: 0 },
+      profile_version: 1,
+    };
+    const model = await hub.api<{ servers: Record<string, { user_options: Record<string, unknown> }> }>('GET', '/users/bob');
+    expect(model.body.servers.billed!.user_options).toEqual({ profile: 'datascience', image: 'r', memory: '8G', hubside: expected });
+    // Persisted in the hub's database too, so it survives a hub restart.
+    const stored = execFileSync('/usr/bin/python3', ['-c', 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select user_options from spawners where name=?", ("billed",)).fetchone()[0])', join(hub.dir, 'jupyterhub.sqlite')], { encoding: 'utf8' });
+    expect(JSON.parse(stored).hubside).toEqual(expected);
+    await hub.stopServer('bob', 'billed');
   }, 120_000);
 
   it('the list the hub gets depends on the user\'s groups', async () => {

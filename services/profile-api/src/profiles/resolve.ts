@@ -1,6 +1,7 @@
 import { Script, createContext } from 'node:vm';
 import type { Profile, ProfilesDocument } from './schema.js';
 import { byteSpecification, unfitSubstitution, unlistedValueProblem } from './kubespawner.js';
+import { priceText } from './price.js';
 import { slugify, unstorable } from './schema.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -269,14 +270,37 @@ function defaultOverrides(profile: Profile, mine: ReadonlySet<string>): JsonObje
   return merged;
 }
 
+/** The resources a session asks for, as the hub records them (docs/community-model.md); null where the overrides say nothing. */
+export interface SessionResources {
+  cpuGuarantee: number | null;
+  cpuLimit: number | null;
+  memGuaranteeGiB: number | null;
+  memLimitGiB: number | null;
+  gpus: number;
+}
+
+export function sessionResources(r: Resources): SessionResources {
+  const gib = (b: number | undefined) => (b === undefined ? null : b / 1024 ** 3);
+  return {
+    cpuGuarantee: r.cpu?.guarantee ?? null,
+    cpuLimit: r.cpu?.limit ?? null,
+    memGuaranteeGiB: gib(r.memory?.guarantee),
+    memLimitGiB: gib(r.memory?.limit),
+    gpus: r.gpu?.limit ?? r.gpu?.guarantee ?? 0,
+  };
+}
+
 export interface Resolution {
   profile: string;
   display_name: string;
   /** The selection, completed with defaults: option name to choice key or unlisted value. */
   selection: Record<string, { choice: string } | { unlisted: string }>;
+  /** The same, flat: option name to the choice key or the unlisted value (what the hub records). */
+  options: Record<string, string>;
   kubespawner_override: JsonObject;
-  resources: Resources;
-  price_per_hour: number | null;
+  resources: SessionResources;
+  /** Decimal string from `priceText`, or null when nothing selected has a price. */
+  price_per_hour: string | null;
 }
 
 const MAX_USER_OPTIONS = 200;
@@ -315,7 +339,7 @@ export function resolveSelection(doc: ProfilesDocument, groups: readonly string[
   const slug = slugOf(profile);
   const merged: JsonObject = dict();
   applyOverrides(merged, (profile.kubespawner_override ?? {}) as JsonObject);
-  let price: number | null = profile.price_per_hour ?? null;
+  const prices: Array<number | undefined> = [profile.price_per_hour];
   const selection: Resolution['selection'] = dict() as Resolution['selection'];
   for (const [name, option] of Object.entries(profile.profile_options ?? {})) {
     const unlistedKey = `${name}--unlisted-choice`;
@@ -353,17 +377,27 @@ export function resolveSelection(doc: ProfilesDocument, groups: readonly string[
       if (!c) throw new SelectionError(404, name, `no such choice for ${name}: "${choice.slice(0, 100)}"`);
       if (!groupAllowed(c.allowed_groups, mine)) throw new SelectionError(403, name, `choice "${choice}" of ${name} is not available to your groups`);
       override = (c.kubespawner_override ?? {}) as JsonObject;
-      if (c.price_per_hour !== undefined) price = (price ?? 0) + c.price_per_hour;
+      prices.push(c.price_per_hour);
       put(selection, name, { choice });
     } else {
       const kept = Object.entries(option.choices).filter(([, c]) => groupAllowed(c.allowed_groups, mine));
       const picked = kept.find(([, c]) => c.default) ?? kept[0];
       if (!picked) throw new SelectionError(400, name, `${name} has no default choice: pick one or give ${unlistedKey}`);
       override = (picked[1].kubespawner_override ?? {}) as JsonObject;
-      if (picked[1].price_per_hour !== undefined) price = (price ?? 0) + picked[1].price_per_hour;
+      prices.push(picked[1].price_per_hour);
       put(selection, name, { choice: picked[0] });
     }
     applyOverrides(merged, override);
   }
-  return { profile: slug, display_name: profile.display_name, selection, kubespawner_override: merged, resources: resourcesOf(merged), price_per_hour: price };
+  const options = dict<string>();
+  for (const [name, sel] of Object.entries(selection)) put(options, name, 'choice' in sel ? sel.choice : sel.unlisted);
+  return {
+    profile: slug,
+    display_name: profile.display_name,
+    selection,
+    options,
+    kubespawner_override: merged,
+    resources: sessionResources(resourcesOf(merged)),
+    price_per_hour: priceText(prices),
+  };
 }

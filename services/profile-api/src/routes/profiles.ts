@@ -1,7 +1,8 @@
 import { isDeepStrictEqual } from 'node:util';
 import { ForbiddenError, scopeSatisfied } from '@hubside/hub-client';
 import type { HubIdentity } from '@hubside/hub-client';
-import { createError } from '@hubside/service-kit';
+import { createError, isCommunityAdmin } from '@hubside/service-kit';
+import type { Community } from '@hubside/service-kit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -31,6 +32,7 @@ export interface ProfilesRoutesOptions {
   unlistedMaxLength: number;
   regexTimeoutMs: number;
   groupsCacheMs: number;
+  community: Community;
 }
 
 const NotFound = createError('HUBSIDE_PROFILE_ERR_NOT_FOUND', '%s', 404);
@@ -109,8 +111,8 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
 
   function requireAdmin(request: FastifyRequest): HubIdentity {
     const user = request.hubUser!;
-    if (user.kind === 'user' && (user.admin || user.groups.some((g) => adminGroups.has(g.toLowerCase())))) return user;
-    throw new NotAdmin('editing profiles needs a hub admin or a member of a profile admin group');
+    if (user.kind === 'user' && (isCommunityAdmin(opts.community, user) || user.groups.some((g) => adminGroups.has(g.toLowerCase())))) return user;
+    throw new NotAdmin('editing profiles needs a community admin: a hub admin, someone named in community.admins, or a member of its groups');
   }
 
   // Users with the same relevant groups get the same list: compute it once per version and group set.
@@ -171,7 +173,8 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
       const groups = await groupsFor(request.hubUser!, request.params.name);
       const outcome = await select(request.params.name, groups, request.body);
       if (!outcome.ok) return reply.code(outcome.status).send(outcome.body);
-      return { ...outcome.resolution, version: outcome.version };
+      // What the hub records in user_options.hubside: the price shown is the price billed.
+      return { ...outcome.resolution, currency: opts.community.currency, profile_version: outcome.version, version: outcome.version };
     },
   );
 
