@@ -1,9 +1,9 @@
 import { DEFAULT_COMMUNITY, createServiceApp, schemaFor } from '@hubside/service-kit';
-import type { BuildOptions, Community, ServiceDefinition } from '@hubside/service-kit';
+import type { BuildOptions, Community, CommunityProvides, CommunityReference, ServiceDefinition } from '@hubside/service-kit';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
 import { migrations } from './migrations/index.js';
-import { documentSchema, semanticProblems } from './profiles/schema.js';
+import { documentSchema, semanticProblems, slugify } from './profiles/schema.js';
 import { profilesPlugin } from './routes/profiles.js';
 import { spawnPagePlugin } from './routes/spawn-page.js';
 
@@ -56,9 +56,32 @@ export async function buildApp(opts: BuildOptions<ProfileApiConfig>): Promise<Fa
   return app;
 }
 
+/** Every group this section names, with where (for `hubside check-config`). */
+export function references(config: ProfileApiConfig): CommunityReference[] {
+  const out: CommunityReference[] = [];
+  const groups = (list: readonly string[] | undefined, field: string) => list?.forEach((name, i) => out.push({ kind: 'group', name, field: `${field}[${i}]` }));
+  config.profiles.forEach((p, i) => {
+    const at = `profile-api.profiles[${i}]`;
+    groups(p.allowed_groups, `${at}.allowed_groups`);
+    for (const [name, option] of Object.entries(p.profile_options ?? {})) {
+      for (const [key, choice] of Object.entries(option.choices)) groups(choice.allowed_groups, `${at}.profile_options.${name}.choices.${key}.allowed_groups`);
+      groups(option.unlisted_choice?.allowed_groups, `${at}.profile_options.${name}.unlisted_choice.allowed_groups`);
+    }
+  });
+  groups(config.adminGroups, 'profile-api.adminGroups');
+  return out;
+}
+
+/** The profile slugs this section defines (rate cards and resource maps name them). */
+export function provides(config: ProfileApiConfig): CommunityProvides {
+  return { profiles: config.profiles.map((p) => p.slug ?? slugify(p.display_name)) };
+}
+
 export const service: ServiceDefinition<typeof configSchema> = {
   name: 'profile-api',
   configSchema,
   migrations,
   build: buildApp,
+  references,
+  provides,
 };
