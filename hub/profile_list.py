@@ -25,6 +25,8 @@ Usage::
     )
     c.KubeSpawner.profile_list = profiles.profile_list           # KubeSpawner only
     c.Spawner.pre_spawn_hook = profiles.pre_spawn_hook
+    c.Spawner.options_form = profiles.options_form               # profile-api's form on /hub/spawn
+    c.Spawner.options_from_form = profiles.options_from_form
 
 The token's owner needs ``read:users`` and ``access:services!service=profile-api``.
 Works with the Python that runs JupyterHub 3 (tornado is always there).
@@ -54,6 +56,17 @@ _CONTROL = re.compile("[\u0000-\u001f\u007f-\u009f\u2028\u2029]")
 
 class ProfileApiUnavailable(Exception):
     """profile-api did not answer (down, timeout, 5xx)."""
+
+
+class Refused(web.HTTPError):
+    """A refusal whose message is the refuser's own: the hub's spawn page shows ``str(error)``."""
+
+    def __str__(self):
+        return self.log_message or super().__str__()
+
+
+FIELD_PREFIX = "hubside-option:"
+UNLISTED = "--unlisted-choice"
 
 
 class ProfileApi:
@@ -87,6 +100,22 @@ class ProfileApi:
             raise ProfileApiUnavailable("profile-api sent no JSON") from e
         return resp.code, data
 
+    async def _call_text(self, method, path):
+        req = HTTPRequest(
+            self.url + path,
+            method=method,
+            headers={"Authorization": "token " + self.token, "Accept": "text/html"},
+            connect_timeout=self.timeout,
+            request_timeout=self.timeout,
+        )
+        try:
+            resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+        except Exception as e:
+            raise ProfileApiUnavailable(str(e)) from e
+        if resp.code == 599 or resp.code >= 500:
+            raise ProfileApiUnavailable("profile-api answered %s" % resp.code)
+        return resp.code, (resp.body or b"").decode("utf8", "replace")
+
     async def fetch_profiles(self, username):
         """The user's profile list; the last good one while profile-api is unavailable."""
         try:
@@ -115,7 +144,52 @@ class ProfileApi:
             return resolve_locally(profiles, user_options or {})
         if code == 200:
             return data
-        raise web.HTTPError(code if 400 <= code < 500 else 502, _message(data), reason=_message(data)[:200])
+        raise Refused(code if 400 <= code < 500 else 502, _message(data), reason=_message(data)[:200])
+
+    async def options_form(self, spawner):
+        """``c.Spawner.options_form``: profile-api's form for this user, shown on the hub's own /hub/spawn.
+
+        While profile-api is unavailable the form is empty, so the hub starts the default profile
+        (checked by the pre-spawn hook against the user's last good list).
+        """
+        try:
+            code, body = await self._call_text("GET", "api/users/%s/spawn-form" % quote(spawner.user.name, safe=""))
+        except ProfileApiUnavailable as e:
+            spawner.log.warning("profile-api unavailable (%s); no profile form for %s", e, spawner.user.name)
+            return ""
+        if code != 200:
+            spawner.log.warning("profile-api refused the form of %s (%s)", spawner.user.name, code)
+            return ""
+        return body
+
+    @staticmethod
+    def options_from_form(formdata):
+        """``c.Spawner.options_from_form``: the selected profile's fields, and nothing else.
+
+        An option's unlisted value is used only when its menu says so: a value typed into a field
+        the page hides is never what starts the server.
+        """
+        def first(key):
+            values = formdata.get(key) or [""]
+            return values[0] if isinstance(values[0], str) else ""
+
+        slug = first("profile")
+        options = {"profile": slug} if slug else {}
+        for key in formdata:
+            if not key.startswith(FIELD_PREFIX) or key.endswith(UNLISTED):
+                continue
+            try:
+                owner, name = json.loads(bytes.fromhex(key[len(FIELD_PREFIX):]).decode("utf8"))
+            except (ValueError, TypeError, UnicodeDecodeError):
+                continue
+            if owner != slug or not isinstance(name, str):
+                continue
+            value = first(key)
+            if value == UNLISTED:
+                options[name + UNLISTED] = first(key + UNLISTED)
+            elif value:
+                options[name] = value
+        return options
 
     async def pre_spawn_hook(self, spawner):
         username = spawner.user.name
@@ -208,7 +282,7 @@ def _format(obj, value):
 def resolve_locally(profiles, user_options):
     """KubeSpawner's checks and merge against a user's (already group-filtered) list."""
     def bad(code, msg):
-        return web.HTTPError(code, msg, reason=msg[:200])
+        return Refused(code, msg, reason=msg[:200])
 
     slug = user_options.get("profile")
     if slug:

@@ -9,6 +9,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import { diffJson } from '../profiles/diff.js';
+import { spawnFormHtml } from './spawn-form-html.js';
 import type { ProfilesDB } from '../profiles/profiles.table.js';
 import { createProfileRepository } from '../profiles/repository.js';
 import type { ProfileVersion } from '../profiles/repository.js';
@@ -151,6 +152,13 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
 
   app.get(`${prefix}api/users/:name/profiles`, { schema: { params: nameParam } }, async (request, reply) => {
     return sendList(reply, await groupsFor(request.hubUser!, request.params.name));
+  });
+
+  // The fragment the hub's own /hub/spawn shows (hub/profile_list.py's options_form asks with the service token).
+  app.get(`${prefix}api/users/:name/spawn-form`, { schema: { params: nameParam } }, async (request, reply) => {
+    const groups = await groupsFor(request.hubUser!, request.params.name);
+    const list = listFor(await live(), groups);
+    return reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(spawnFormHtml(list, { currency: opts.community.currency }));
   });
 
   async function select(_user: string, groups: readonly string[], userOptions: unknown): Promise<SelectionOutcome & { version: number }> {
