@@ -116,7 +116,10 @@ async function timed<T>(f: () => Promise<T>): Promise<T> {
 const noServerError = (res: { statusCode: number; body: string }) => expect(res.statusCode, res.body.slice(0, 300)).toBeLessThan(500);
 
 class Save implements fc.AsyncCommand<Model, Real> {
-  constructor(readonly doc: Profile[]) {}
+  readonly doc: Profile[];
+  constructor(doc: Profile[]) {
+    this.doc = doc;
+  }
   check = () => true;
   async run(m: Model, r: Real) {
     const res = await r.app.inject({ method: 'PUT', url: `${P}api/profiles`, headers: { authorization: `token ${t.root}`, 'if-match': '*' }, payload: { profiles: this.doc } });
@@ -129,7 +132,10 @@ class Save implements fc.AsyncCommand<Model, Real> {
 }
 
 class Restore implements fc.AsyncCommand<Model, Real> {
-  constructor(readonly pick: number) {}
+  readonly pick: number;
+  constructor(pick: number) {
+    this.pick = pick;
+  }
   check = () => true;
   async run(m: Model, r: Real) {
     const versions = (await r.app.inject({ method: 'GET', url: `${P}api/profiles/versions?limit=500`, headers: { authorization: `token ${t.root}` } })).json().versions as Array<{ id: number }>;
@@ -146,7 +152,14 @@ class Restore implements fc.AsyncCommand<Model, Real> {
 }
 
 class Membership implements fc.AsyncCommand<Model, Real> {
-  constructor(readonly user: User, readonly group: Group, readonly join: boolean) {}
+  readonly user: User;
+  readonly group: Group;
+  readonly join: boolean;
+  constructor(user: User, group: Group, join: boolean) {
+    this.user = user;
+    this.group = group;
+    this.join = join;
+  }
   check = () => true;
   async run(m: Model) {
     const res = await hub.api(this.join ? 'POST' : 'DELETE', `/groups/${this.group}/users`, { users: [this.user] });
@@ -158,7 +171,12 @@ class Membership implements fc.AsyncCommand<Model, Real> {
 }
 
 class List implements fc.AsyncCommand<Model, Real> {
-  constructor(readonly user: User, readonly viaService: boolean) {}
+  readonly user: User;
+  readonly viaService: boolean;
+  constructor(user: User, viaService: boolean) {
+    this.user = user;
+    this.viaService = viaService;
+  }
   check = () => true;
   async run(m: Model, r: Real) {
     const res = await timed(() =>
@@ -174,7 +192,14 @@ class List implements fc.AsyncCommand<Model, Real> {
 }
 
 class Resolve implements fc.AsyncCommand<Model, Real> {
-  constructor(readonly user: User, readonly profile: number, readonly choice: number) {}
+  readonly user: User;
+  readonly profile: number;
+  readonly choice: number;
+  constructor(user: User, profile: number, choice: number) {
+    this.user = user;
+    this.profile = profile;
+    this.choice = choice;
+  }
   check = () => true;
   async run(m: Model, r: Real) {
     const p = m.current[this.profile % m.current.length]!;
