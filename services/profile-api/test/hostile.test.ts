@@ -302,3 +302,18 @@ describe('issue 14b/d: the community section prices resolve and names the admins
     expect((await as('split-user', 'PUT', 'api/profiles', { profiles: communityProfiles })).statusCode).toBe(201);
   });
 });
+
+describe('a version saved under older rules', () => {
+  it('is checked again when restored: a restore is a save', async () => {
+    // Write a version the way an older release could have: straight into the table.
+    const doc = structuredClone(communityProfiles) as Array<Record<string, any>>;
+    doc[0]!.profile_options.image.unlisted_choice.validation_regex = '(a+)+$';
+    const versions = (await get('carol', 'api/profiles/versions')).json().versions as Array<{ id: number }>;
+    const id = versions[0]!.id + 1;
+    await (app.db as any).insertInto('profile_versions').values({ id, document: JSON.stringify(doc), author: 'old release', message: 'old', parent_id: id - 1 }).execute();
+    await restore();
+    const res = await app.inject({ method: 'POST', url: `${P}api/profiles/versions/${id}/restore`, headers: { ...auth('carol'), 'if-match': '*' }, payload: {} });
+    expect(res.statusCode).toBe(422);
+    expect(res.json().message).toContain(`version ${id} no longer passes`);
+  });
+});

@@ -15,7 +15,7 @@ import { createProfileRepository } from '../profiles/repository.js';
 import type { ProfileVersion } from '../profiles/repository.js';
 import { RegexGuard, SelectionError, profilesForUser, resolveSelection } from '../profiles/resolve.js';
 import { checkDocument, groupsNamed, safeString } from '../profiles/schema.js';
-import type { ProfilesDocument } from '../profiles/schema.js';
+import type { Problem, ProfilesDocument } from '../profiles/schema.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -246,6 +246,16 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
     return { version: versionBody(result.version, false), warnings: await unknownGroupWarnings(doc), replayed: false };
   }
 
+  function invalid(reply: FastifyReply, problems: Problem[], lead = '') {
+    return reply.code(422).send({
+      statusCode: 422,
+      error: 'Unprocessable Entity',
+      code: 'HUBSIDE_PROFILE_ERR_INVALID_DOCUMENT',
+      message: lead + problems.map((p) => `profiles${p.path.startsWith('[') ? '' : '.'}${p.path}: ${p.message}`).join('; ').slice(0, 4000),
+      problems: problems.slice(0, 500),
+    });
+  }
+
   app.get(`${prefix}api/profiles/document`, async (request, reply) => {
     requireAdmin(request);
     const current = await repo.current();
@@ -259,15 +269,7 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
     async (request, reply) => {
       requireAdmin(request);
       const checked = checkDocument(request.body.profiles);
-      if (!checked.ok) {
-        return reply.code(422).send({
-          statusCode: 422,
-          error: 'Unprocessable Entity',
-          code: 'HUBSIDE_PROFILE_ERR_INVALID_DOCUMENT',
-          message: checked.problems.map((p) => `profiles${p.path.startsWith('[') ? '' : '.'}${p.path}: ${p.message}`).join('; ').slice(0, 4000),
-          problems: checked.problems.slice(0, 500),
-        });
-      }
+      if (!checked.ok) return invalid(reply, checked.problems);
       return write(request, reply, checked.document, request.body.message ?? '');
     },
   );
@@ -310,7 +312,10 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
     async (request, reply) => {
       requireAdmin(request);
       const old = await version(request.params.id);
-      return write(request, reply, old.document, request.body?.message ?? `restore version ${old.id}`);
+      // A version saved under older rules is checked again: a restore is a save.
+      const checked = checkDocument(old.document);
+      if (!checked.ok) return invalid(reply, checked.problems, `version ${old.id} no longer passes the checks: `);
+      return write(request, reply, checked.document, request.body?.message ?? `restore version ${old.id}`);
     },
   );
 }
