@@ -25,6 +25,8 @@ Usage::
     )
     c.KubeSpawner.profile_list = profiles.profile_list           # KubeSpawner only
     c.Spawner.pre_spawn_hook = profiles.pre_spawn_hook
+    c.Spawner.options_form = profiles.options_form               # profile-api's form on /hub/spawn
+    c.Spawner.options_from_form = profiles.options_from_form
 
 The token's owner needs ``read:users`` and ``access:services!service=profile-api``.
 Works with the Python that runs JupyterHub 3 (tornado is always there).
@@ -45,10 +47,26 @@ log = logging.getLogger("hubside.profile_list")
 _APPLICABLE = ("environment", "mem_limit", "cpu_limit", "image")
 # profile-api's default bound on unlisted values; it keeps a bad regex from running long here too.
 MAX_UNLISTED_LENGTH = 512
+# Where the resolution is recorded for billing (docs/community-model.md), and what is recorded.
+HUBSIDE_KEY = "hubside"
+HUBSIDE_FIELDS = ("profile", "options", "price_per_hour", "currency", "resources", "profile_version")
+# profile-api refuses unlisted values with these; with them gone, Python's "$" and "." agree with JavaScript's.
+_CONTROL = re.compile("[\u0000-\u001f\u007f-\u009f\u2028\u2029]")
 
 
 class ProfileApiUnavailable(Exception):
     """profile-api did not answer (down, timeout, 5xx)."""
+
+
+class Refused(web.HTTPError):
+    """A refusal whose message is the refuser's own: the hub's spawn page shows ``str(error)``."""
+
+    def __str__(self):
+        return self.log_message or super().__str__()
+
+
+FIELD_PREFIX = "hubside-option:"
+UNLISTED = "--unlisted-choice"
 
 
 class ProfileApi:
@@ -82,6 +100,22 @@ class ProfileApi:
             raise ProfileApiUnavailable("profile-api sent no JSON") from e
         return resp.code, data
 
+    async def _call_text(self, method, path):
+        req = HTTPRequest(
+            self.url + path,
+            method=method,
+            headers={"Authorization": "token " + self.token, "Accept": "text/html"},
+            connect_timeout=self.timeout,
+            request_timeout=self.timeout,
+        )
+        try:
+            resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+        except Exception as e:
+            raise ProfileApiUnavailable(str(e)) from e
+        if resp.code == 599 or resp.code >= 500:
+            raise ProfileApiUnavailable("profile-api answered %s" % resp.code)
+        return resp.code, (resp.body or b"").decode("utf8", "replace")
+
     async def fetch_profiles(self, username):
         """The user's profile list; the last good one while profile-api is unavailable."""
         try:
@@ -110,16 +144,81 @@ class ProfileApi:
             return resolve_locally(profiles, user_options or {})
         if code == 200:
             return data
-        raise web.HTTPError(code if 400 <= code < 500 else 502, _message(data), reason=_message(data)[:200])
+        raise Refused(code if 400 <= code < 500 else 502, _message(data), reason=_message(data)[:200])
+
+    async def options_form(self, spawner):
+        """``c.Spawner.options_form``: profile-api's form for this user, shown on the hub's own /hub/spawn.
+
+        While profile-api is unavailable the form is empty, so the hub starts the default profile
+        (checked by the pre-spawn hook against the user's last good list).
+        """
+        try:
+            code, body = await self._call_text("GET", "api/users/%s/spawn-form" % quote(spawner.user.name, safe=""))
+        except ProfileApiUnavailable as e:
+            spawner.log.warning("profile-api unavailable (%s); no profile form for %s", e, spawner.user.name)
+            return ""
+        if code != 200:
+            spawner.log.warning("profile-api refused the form of %s (%s)", spawner.user.name, code)
+            return ""
+        return body
+
+    @staticmethod
+    def options_from_form(formdata):
+        """``c.Spawner.options_from_form``: the selected profile's fields, and nothing else.
+
+        An option's unlisted value is used only when its menu says so: a value typed into a field
+        the page hides is never what starts the server.
+        """
+        def first(key):
+            values = formdata.get(key) or [""]
+            return values[0] if isinstance(values[0], str) else ""
+
+        slug = first("profile")
+        options = {"profile": slug} if slug else {}
+        for key in formdata:
+            if not key.startswith(FIELD_PREFIX) or key.endswith(UNLISTED):
+                continue
+            try:
+                owner, name = json.loads(bytes.fromhex(key[len(FIELD_PREFIX):]).decode("utf8"))
+            except (ValueError, TypeError, UnicodeDecodeError):
+                continue
+            if owner != slug or not isinstance(name, str):
+                continue
+            value = first(key)
+            if value == UNLISTED:
+                options[name + UNLISTED] = first(key + UNLISTED)
+            elif value:
+                options[name] = value
+        return options
 
     async def pre_spawn_hook(self, spawner):
         username = spawner.user.name
-        resolution = await self.resolve(username, dict(spawner.user_options or {}))
+        # What the person chose, without what they may not choose: the "hubside" key is ours.
+        chosen = {k: v for k, v in dict(spawner.user_options or {}).items() if k != HUBSIDE_KEY}
+        resolution = await self.resolve(username, chosen)
         spawner.log.info("profile-api: %s starts profile %s", username, resolution.get("profile"))
+        record_resolution(spawner, chosen, resolution)
         if hasattr(spawner, "profile_list") and hasattr(spawner, "_load_profile"):
             # KubeSpawner applies the overrides itself, from the list it got from profile_list.
             return
         apply_overrides(spawner, resolution.get("kubespawner_override") or {}, self.image_env)
+
+
+def record_resolution(spawner, chosen, resolution):
+    """Record what was resolved in ``user_options["hubside"]``, overwriting whatever the request carried.
+
+    The hub shows ``spawner.user_options`` in its REST API and keeps ``orm_spawner.user_options``
+    in its database; JupyterHub 3.0 makes them one dict before this hook runs, and SQLAlchemy only
+    saves a JSON column that is *assigned*, so a new dict is assigned to both (the hub commits it
+    when the spawn goes on).
+    """
+    record = {key: resolution.get(key) for key in HUBSIDE_FIELDS}
+    options = dict(chosen)
+    options[HUBSIDE_KEY] = record
+    spawner.user_options = options
+    orm_spawner = getattr(spawner, "orm_spawner", None)
+    if orm_spawner is not None:
+        orm_spawner.user_options = dict(options)
 
 
 def apply_overrides(spawner, override, image_env="HUBSIDE_IMAGE"):
@@ -183,7 +282,7 @@ def _format(obj, value):
 def resolve_locally(profiles, user_options):
     """KubeSpawner's checks and merge against a user's (already group-filtered) list."""
     def bad(code, msg):
-        return web.HTTPError(code, msg, reason=msg[:200])
+        return Refused(code, msg, reason=msg[:200])
 
     slug = user_options.get("profile")
     if slug:
@@ -196,6 +295,8 @@ def resolve_locally(profiles, user_options):
             raise bad(403, "no profile is available to your groups")
     merged = {}
     _apply(merged, profile.get("kubespawner_override") or {})
+    options = {}
+    prices = [profile.get("price_per_hour")]
     for name, option in (profile.get("profile_options") or {}).items():
         unlisted = user_options.get(name + "--unlisted-choice")
         choice = user_options.get(name)
@@ -205,20 +306,44 @@ def resolve_locally(profiles, user_options):
                 raise bad(400, "option %s accepts no unlisted choice" % name)
             if len(str(unlisted)) > MAX_UNLISTED_LENGTH:
                 raise bad(400, "%s--unlisted-choice is longer than %d characters" % (name, MAX_UNLISTED_LENGTH))
+            if _CONTROL.search(str(unlisted)):
+                raise bad(400, "%s--unlisted-choice must not contain line breaks or control characters" % name)
             regex = u.get("validation_regex")
             if regex and not re.match(regex, str(unlisted)):
                 raise bad(422, u.get("validation_message") or "%s--unlisted-choice does not match %s" % (name, regex))
-            override = _format(u.get("kubespawner_override") or {}, str(unlisted))
+            # As KubeSpawner's _load_profile: values are formatted, top-level keys are not.
+            override = {k: _format(v, str(unlisted)) for k, v in (u.get("kubespawner_override") or {}).items()}
+            options[name] = str(unlisted)
         elif choice:
             c = (option.get("choices") or {}).get(choice)
             if c is None:
                 raise bad(404, "no such choice for %s: %s" % (name, choice))
             override = c.get("kubespawner_override") or {}
+            options[name] = choice
+            prices.append(c.get("price_per_hour"))
         else:
             choices = list((option.get("choices") or {}).values())
-            c = next((c for c in choices if c.get("default")), choices[0] if choices else None)
-            if c is None:
+            keys = list((option.get("choices") or {}).keys())
+            key = next((k for k in keys if option["choices"][k].get("default")), keys[0] if keys else None)
+            if key is None:
                 raise bad(400, "%s has no default choice" % name)
+            c = option["choices"][key]
             override = c.get("kubespawner_override") or {}
+            options[name] = key
+            prices.append(c.get("price_per_hour"))
         _apply(merged, override)
-    return {"profile": profile.get("slug"), "kubespawner_override": merged, "local": True}
+    # Currency, resources and version are profile-api's to say; while it is down they stay unknown.
+    return {"profile": profile.get("slug"), "options": options, "price_per_hour": price_text(prices), "kubespawner_override": merged, "local": True}
+
+
+def price_text(parts):
+    """profile-api's priceText: the sum in millionths, as a decimal string; None when nothing has a price."""
+    micros = None
+    for p in parts:
+        if isinstance(p, (int, float)) and not isinstance(p, bool):
+            micros = (micros or 0) + int(round(p * 1e6))
+    if micros is None:
+        return None
+    whole, frac = divmod(micros, 1000000)
+    frac = ("%06d" % frac).rstrip("0")
+    return "%d.%s" % (whole, frac) if frac else str(whole)

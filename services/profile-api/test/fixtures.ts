@@ -1,4 +1,4 @@
-import { resolveSettings } from '@hubside/service-kit';
+import { communitySchema, resolveSettings } from '@hubside/service-kit';
 import type { FastifyInstance } from 'fastify';
 import { buildApp, configSchema } from '../src/app.js';
 
@@ -59,6 +59,8 @@ export async function buildTestApp(opts: {
   hub?: { apiUrl: string; token: string };
   config?: Record<string, unknown>;
   env?: Record<string, string>;
+  /** The community file's `community:` section (raw; parsed here). */
+  community?: Record<string, unknown>;
 }): Promise<FastifyInstance> {
   const settings = resolveSettings('profile-api', {
     HUBSIDE_DATA_DIR: opts.dataDir,
@@ -67,5 +69,6 @@ export async function buildTestApp(opts: {
     ...opts.env,
   });
   const config = configSchema.parse(opts.config ?? { profiles: communityProfiles, adminGroups: ['profile-editors'] });
-  return buildApp({ settings, config, logger: false, defaultMetrics: false });
+  const community = opts.community ? communitySchema.parse(opts.community) : undefined;
+  return buildApp({ settings, config, logger: false, defaultMetrics: false, ...(community ? { community } : {}) });
 }

@@ -60,3 +60,17 @@ describe('document checks', () => {
     expect(diffJson([{ slug: 'a', x: 1 }, { slug: 'b' }], [{ slug: 'b' }, { slug: 'a', x: 2 }])).toEqual([{ path: '[slug=a].x', op: 'changed', from: 1, to: 2 }]);
   });
 });
+
+describe('the service definition for check-config', () => {
+  it('references every allowed_groups entry and admin group with its field path, and provides the slugs', async () => {
+    const { service } = await import('../src/app.js');
+    const { communityProfiles } = await import('./fixtures.js');
+    const config = configSchema.parse({ profiles: communityProfiles, adminGroups: ['profile-editors'] });
+    expect(service.references!(config)).toEqual([
+      { kind: 'group', name: 'Instructors', field: 'profile-api.profiles[0].profile_options.memory.choices.16G.allowed_groups[0]' },
+      { kind: 'group', name: 'gpu-users', field: 'profile-api.profiles[1].allowed_groups[0]' },
+      { kind: 'group', name: 'profile-editors', field: 'profile-api.adminGroups[0]' },
+    ]);
+    expect(service.provides!(config)).toEqual({ profiles: ['datascience', 'gpu'] });
+  });
+});

@@ -29,7 +29,7 @@ beforeAll(async () => {
   configDir = await mkdtemp(join(tmpdir(), 'hubside-profile-page-'));
   const configFile = join(configDir, 'community.yaml');
   // JSON is YAML: the community file with the profiles.
-  await writeFile(configFile, JSON.stringify({ community: { name: 'Spawn page test' }, 'profile-api': { profiles: communityProfiles } }));
+  await writeFile(configFile, JSON.stringify({ community: { name: 'Spawn page test', currency: 'EUR' }, 'profile-api': { profiles: communityProfiles } }));
   const port = await freePort();
   hub = await startHub({
     users: ['bob', 'alice'],
@@ -80,9 +80,14 @@ describe('the spawn page', () => {
     const slugs = await page.$$eval('.profile', (els) => els.map((e) => e.getAttribute("data-slug")));
     expect(slugs).toEqual(['datascience']);
     const meta = await page.textContent('.profile .price');
-    expect(meta).toBe('2 CPU · 2 GiB RAM · $0.05 per hour');
+    expect(meta).toBe('2 CPU · 2 GiB RAM · 0.05 EUR per hour');
     const memory = await page.$$eval('#profile-datascience-memory option', (os) => os.map((o) => o.getAttribute("value")));
     expect(memory).toEqual(['2G', '4G', '8G']);
+    // The price of the selection is computed by resolve's own function: 0.05 + 0.1, exactly.
+    expect(await page.textContent('#total')).toBe('Price: 0.05 EUR per hour');
+    await page.selectOption('#profile-datascience-memory', '8G');
+    expect(await page.textContent('#total')).toBe('Price: 0.15 EUR per hour');
+    await page.selectOption('#profile-datascience-memory', '2G');
     await page.screenshot({ path: join(SHOTS, '01-profiles.png'), fullPage: true });
   }, 90_000);
 

@@ -1,6 +1,8 @@
 import { Script, createContext } from 'node:vm';
 import type { Profile, ProfilesDocument } from './schema.js';
-import { slugify } from './schema.js';
+import { byteSpecification, unfitSubstitution, unlistedValueProblem } from './kubespawner.js';
+import { priceText } from './price.js';
+import { slugify, unstorable } from './schema.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 type JsonObject = { [k: string]: Json };
@@ -31,20 +33,9 @@ export function lowerGroups(groups: readonly string[]): Set<string> {
   return new Set(groups.map((g) => g.toLowerCase()));
 }
 
-// JupyterHub's ByteSpecification (which KubeSpawner's mem_* traits use) counts K, M, G, T in
-// powers of 1024: "2G" is 2 GiB. The Kubernetes spellings (Ki, Mi, ...) mean the same here.
-const MEMORY_UNITS: Record<string, number> = {
-  '': 1, k: 1024, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, Ti: 1024 ** 4,
-};
-
-/** A memory size as JupyterHub's ByteSpecification reads it, or a plain number of bytes. */
+/** A memory size as JupyterHub's ByteSpecification (KubeSpawner's mem_* traits) reads it: "2G" is 2 GiB. */
 export function parseMemory(value: unknown): number | undefined {
-  if (typeof value === 'number' && Number.isFinite(value)) return value;
-  if (typeof value !== 'string') return undefined;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kKMGT]i?)?\s*$/.exec(value);
-  if (!m) return undefined;
-  const unit = MEMORY_UNITS[m[2] ?? ''];
-  return unit === undefined ? undefined : Math.round(Number(m[1]) * unit);
+  return byteSpecification(value);
 }
 
 function parseCpu(value: unknown): number | undefined {
@@ -90,17 +81,43 @@ function isObject(v: unknown): v is JsonObject {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
+/*
+ * Keys in overrides come from admins, and after `{value}` substitution from any user. They are
+ * data, never property names of the engine: every object built from them has no prototype, and
+ * every read and write goes through these three, so "__proto__", "constructor" or "toString" is
+ * an ordinary key and can't reach Object.prototype.
+ */
+export function dict<T = Json>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
+}
+function own(obj: JsonObject, key: string): Json | undefined {
+  return Object.hasOwn(obj, key) ? obj[key] : undefined;
+}
+function put(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true });
+}
+
+/** A deep copy of JSON data into prototype-less objects. */
+export function cloneJson(v: Json): Json {
+  if (Array.isArray(v)) return v.map(cloneJson);
+  if (isObject(v)) {
+    const out = dict();
+    for (const [k, x] of Object.entries(v)) put(out, k, cloneJson(x));
+    return out;
+  }
+  return v;
+}
+
 /** kubespawner.utils.recursive_update: dicts merge, None deletes, anything else replaces. */
 function recursiveUpdate(target: JsonObject, update: JsonObject): void {
   for (const [k, v] of Object.entries(update)) {
     if (isObject(v)) {
-      const current = target[k];
-      if (!isObject(current)) target[k] = {};
+      if (!isObject(own(target, k))) put(target, k, dict());
       recursiveUpdate(target[k] as JsonObject, v);
     } else if (v === null) {
-      delete target[k];
+      if (Object.hasOwn(target, k)) delete target[k];
     } else {
-      target[k] = structuredClone(v);
+      put(target, k, cloneJson(v));
     }
   }
 }
@@ -113,10 +130,10 @@ function recursiveUpdate(target: JsonObject, update: JsonObject): void {
 export function applyOverrides(target: JsonObject, override: JsonObject): void {
   for (const [k, v] of Object.entries(override)) {
     if (isObject(v)) {
-      if (!isObject(target[k])) target[k] = {};
+      if (!isObject(own(target, k))) put(target, k, dict());
       recursiveUpdate(target[k] as JsonObject, v);
     } else {
-      target[k] = structuredClone(v);
+      put(target, k, cloneJson(v));
     }
   }
 }
@@ -126,12 +143,30 @@ function formatValue(s: string, value: string): string {
   return s.replace(/\{\{|\}\}|\{value\}/g, (m) => (m === '{{' ? '{' : m === '}}' ? '}' : value));
 }
 
-/** kubespawner.utils.recursive_format: strings, lists and dict keys and values. */
+/** A key JavaScript would read as the prototype; refused wherever a user's value could make it. */
+export const PROTO_KEY = '__proto__';
+
+/** kubespawner.utils.recursive_format: strings, lists and dict keys and values. Throws on a key that would be "__proto__". */
 export function recursiveFormat(v: Json, value: string): Json {
   if (typeof v === 'string') return formatValue(v, value);
   if (Array.isArray(v)) return v.map((x) => recursiveFormat(x, value));
-  if (isObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [formatValue(k, value), recursiveFormat(x, value)]));
+  if (isObject(v)) {
+    const out = dict();
+    for (const [k, x] of Object.entries(v)) {
+      const key = formatValue(k, value);
+      if (key === PROTO_KEY) throw new RangeError(`makes the override key "${PROTO_KEY}", which is not allowed`);
+      put(out, key, recursiveFormat(x, value));
+    }
+    return out;
+  }
   return v;
+}
+
+/** KubeSpawner's `_load_profile`: each top-level value of an unlisted override is formatted; top-level keys are not. */
+export function formatOverride(template: JsonObject, value: string): JsonObject {
+  const out = dict();
+  for (const [k, v] of Object.entries(template)) put(out, k, recursiveFormat(v, value));
+  return out;
 }
 
 /**
@@ -161,11 +196,16 @@ export class RegexGuard {
     }
     this.#context.re = re;
     this.#context.s = value;
-    try {
-      return this.#script.runInContext(this.#context, { timeout: this.timeoutMs }) === true;
-    } catch {
-      return 'timeout';
+    // The limit is wall time: a busy machine can stall an innocent match past it once. A second
+    // try tells that apart from a pattern that really backtracks (which then costs two limits).
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      try {
+        return this.#script.runInContext(this.#context, { timeout: this.timeoutMs }) === true;
+      } catch {
+        // timed out: try once more
+      }
     }
+    return 'timeout';
   }
 }
 
@@ -190,14 +230,14 @@ export function profilesForUser(doc: ProfilesDocument, groups: readonly string[]
     if (!groupAllowed(profile.allowed_groups, mine)) continue;
     const { allowed_groups: _pg, profile_options, ...rest } = structuredClone(profile);
     let usable = true;
-    const options: Record<string, unknown> = {};
+    const options: Record<string, unknown> = dict<unknown>();
     for (const [name, option] of Object.entries(profile_options ?? {})) {
-      const choices: Record<string, unknown> = {};
+      const choices: Record<string, unknown> = dict<unknown>();
       const kept = Object.entries(option.choices).filter(([, c]) => groupAllowed(c.allowed_groups, mine));
       const hasDefault = kept.some(([, c]) => c.default);
       kept.forEach(([key, c], index) => {
         const { allowed_groups: _cg, ...choice } = c;
-        choices[key] = { ...choice, default: hasDefault ? c.default === true : index === 0, resources: resourcesOf(c.kubespawner_override) };
+        put(choices, key, { ...choice, default: hasDefault ? c.default === true : index === 0, resources: resourcesOf(c.kubespawner_override) });
       });
       const unlisted = option.unlisted_choice;
       const unlistedOk = unlisted?.enabled === true && groupAllowed(unlisted.allowed_groups, mine);
@@ -208,7 +248,7 @@ export function profilesForUser(doc: ProfilesDocument, groups: readonly string[]
       }
       // A profile whose option has nothing left to pick can't be spawned by this user.
       if (kept.length === 0 && !unlistedOk) usable = false;
-      options[name] = { display_name: option.display_name, choices, unlisted_choice: unlistedOut };
+      put(options, name, { display_name: option.display_name, choices, unlisted_choice: unlistedOut });
     }
     if (!usable) continue;
     const defaults = defaultOverrides(profile, mine);
@@ -225,7 +265,7 @@ export function profilesForUser(doc: ProfilesDocument, groups: readonly string[]
 }
 
 function defaultOverrides(profile: Profile, mine: ReadonlySet<string>): JsonObject {
-  const merged: JsonObject = {};
+  const merged: JsonObject = dict();
   applyOverrides(merged, (profile.kubespawner_override ?? {}) as JsonObject);
   for (const option of Object.values(profile.profile_options ?? {})) {
     const kept = Object.values(option.choices).filter((c) => groupAllowed(c.allowed_groups, mine));
@@ -235,14 +275,37 @@ function defaultOverrides(profile: Profile, mine: ReadonlySet<string>): JsonObje
   return merged;
 }
 
+/** The resources a session asks for, as the hub records them (docs/community-model.md); null where the overrides say nothing. */
+export interface SessionResources {
+  cpuGuarantee: number | null;
+  cpuLimit: number | null;
+  memGuaranteeGiB: number | null;
+  memLimitGiB: number | null;
+  gpus: number;
+}
+
+export function sessionResources(r: Resources): SessionResources {
+  const gib = (b: number | undefined) => (b === undefined ? null : b / 1024 ** 3);
+  return {
+    cpuGuarantee: r.cpu?.guarantee ?? null,
+    cpuLimit: r.cpu?.limit ?? null,
+    memGuaranteeGiB: gib(r.memory?.guarantee),
+    memLimitGiB: gib(r.memory?.limit),
+    gpus: r.gpu?.limit ?? r.gpu?.guarantee ?? 0,
+  };
+}
+
 export interface Resolution {
   profile: string;
   display_name: string;
   /** The selection, completed with defaults: option name to choice key or unlisted value. */
   selection: Record<string, { choice: string } | { unlisted: string }>;
+  /** The same, flat: option name to the choice key or the unlisted value (what the hub records). */
+  options: Record<string, string>;
   kubespawner_override: JsonObject;
-  resources: Resources;
-  price_per_hour: number | null;
+  resources: SessionResources;
+  /** Decimal string from `priceText`, or null when nothing selected has a price. */
+  price_per_hour: string | null;
 }
 
 const MAX_USER_OPTIONS = 200;
@@ -279,14 +342,14 @@ export function resolveSelection(doc: ProfilesDocument, groups: readonly string[
     if (!profile) throw new SelectionError(403, 'profile', 'no profile is available to your groups');
   }
   const slug = slugOf(profile);
-  const merged: JsonObject = {};
+  const merged: JsonObject = dict();
   applyOverrides(merged, (profile.kubespawner_override ?? {}) as JsonObject);
-  let price: number | null = profile.price_per_hour ?? null;
-  const selection: Resolution['selection'] = {};
+  const prices: Array<number | undefined> = [profile.price_per_hour];
+  const selection: Resolution['selection'] = dict() as Resolution['selection'];
   for (const [name, option] of Object.entries(profile.profile_options ?? {})) {
     const unlistedKey = `${name}--unlisted-choice`;
-    const unlisted = opts[unlistedKey];
-    const choice = opts[name];
+    const unlisted = Object.hasOwn(opts, unlistedKey) ? opts[unlistedKey] : undefined;
+    const choice = Object.hasOwn(opts, name) ? opts[name] : undefined;
     let override: JsonObject;
     // Python truthiness: an empty string means "not given", as in KubeSpawner.
     if (unlisted !== undefined && unlisted !== null && unlisted !== '') {
@@ -297,30 +360,49 @@ export function resolveSelection(doc: ProfilesDocument, groups: readonly string[
       if (unlisted.length > guard.maxLength) {
         throw new SelectionError(400, unlistedKey, `${unlistedKey} is longer than ${guard.maxLength} characters`);
       }
+      const why = unstorable(unlisted) ?? unlistedValueProblem(unlisted);
+      if (why) throw new SelectionError(400, unlistedKey, `${unlistedKey} ${why}`);
       if (u.validation_regex !== undefined && u.validation_regex !== '') {
         const ok = guard.match(u.validation_regex, unlisted);
         if (ok === 'timeout') throw new SelectionError(422, unlistedKey, `${unlistedKey} took too long to check against the validation pattern`);
         if (!ok) throw new SelectionError(422, unlistedKey, u.validation_message ?? `${unlistedKey} does not match ${u.validation_regex}`);
       }
-      override = recursiveFormat((u.kubespawner_override ?? {}) as JsonObject, unlisted) as JsonObject;
-      selection[name] = { unlisted };
+      const template = (u.kubespawner_override ?? {}) as JsonObject;
+      try {
+        override = formatOverride(template, unlisted);
+      } catch (err) {
+        throw new SelectionError(422, unlistedKey, `${unlistedKey} ${(err as Error).message}`);
+      }
+      const unfit = unfitSubstitution(template, override);
+      if (unfit) throw new SelectionError(422, unlistedKey, u.validation_message ?? `${unlistedKey} does not make a valid ${unfit}`);
+      put(selection, name, { unlisted });
     } else if (choice !== undefined && choice !== null && choice !== '') {
       if (typeof choice !== 'string') throw new SelectionError(400, name, `${name} must be a string`);
       const c = Object.hasOwn(option.choices, choice) ? option.choices[choice] : undefined;
       if (!c) throw new SelectionError(404, name, `no such choice for ${name}: "${choice.slice(0, 100)}"`);
       if (!groupAllowed(c.allowed_groups, mine)) throw new SelectionError(403, name, `choice "${choice}" of ${name} is not available to your groups`);
       override = (c.kubespawner_override ?? {}) as JsonObject;
-      if (c.price_per_hour !== undefined) price = (price ?? 0) + c.price_per_hour;
-      selection[name] = { choice };
+      prices.push(c.price_per_hour);
+      put(selection, name, { choice });
     } else {
       const kept = Object.entries(option.choices).filter(([, c]) => groupAllowed(c.allowed_groups, mine));
       const picked = kept.find(([, c]) => c.default) ?? kept[0];
       if (!picked) throw new SelectionError(400, name, `${name} has no default choice: pick one or give ${unlistedKey}`);
       override = (picked[1].kubespawner_override ?? {}) as JsonObject;
-      if (picked[1].price_per_hour !== undefined) price = (price ?? 0) + picked[1].price_per_hour;
-      selection[name] = { choice: picked[0] };
+      prices.push(picked[1].price_per_hour);
+      put(selection, name, { choice: picked[0] });
     }
     applyOverrides(merged, override);
   }
-  return { profile: slug, display_name: profile.display_name, selection, kubespawner_override: merged, resources: resourcesOf(merged), price_per_hour: price };
+  const options = dict<string>();
+  for (const [name, sel] of Object.entries(selection)) put(options, name, 'choice' in sel ? sel.choice : sel.unlisted);
+  return {
+    profile: slug,
+    display_name: profile.display_name,
+    selection,
+    options,
+    kubespawner_override: merged,
+    resources: sessionResources(resourcesOf(merged)),
+    price_per_hour: priceText(prices),
+  };
 }

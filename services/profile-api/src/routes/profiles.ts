@@ -1,19 +1,21 @@
 import { isDeepStrictEqual } from 'node:util';
 import { ForbiddenError, scopeSatisfied } from '@hubside/hub-client';
 import type { HubIdentity } from '@hubside/hub-client';
-import { createError } from '@hubside/service-kit';
+import { createError, isCommunityAdmin } from '@hubside/service-kit';
+import type { Community } from '@hubside/service-kit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import { diffJson } from '../profiles/diff.js';
+import { spawnFormHtml } from './spawn-form-html.js';
 import type { ProfilesDB } from '../profiles/profiles.table.js';
 import { createProfileRepository } from '../profiles/repository.js';
 import type { ProfileVersion } from '../profiles/repository.js';
 import { RegexGuard, SelectionError, profilesForUser, resolveSelection } from '../profiles/resolve.js';
-import { checkDocument, groupsNamed } from '../profiles/schema.js';
-import type { ProfilesDocument } from '../profiles/schema.js';
+import { checkDocument, groupsNamed, safeString } from '../profiles/schema.js';
+import type { Problem, ProfilesDocument } from '../profiles/schema.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -31,6 +33,7 @@ export interface ProfilesRoutesOptions {
   unlistedMaxLength: number;
   regexTimeoutMs: number;
   groupsCacheMs: number;
+  community: Community;
 }
 
 const NotFound = createError('HUBSIDE_PROFILE_ERR_NOT_FOUND', '%s', 404);
@@ -109,8 +112,8 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
 
   function requireAdmin(request: FastifyRequest): HubIdentity {
     const user = request.hubUser!;
-    if (user.kind === 'user' && (user.admin || user.groups.some((g) => adminGroups.has(g.toLowerCase())))) return user;
-    throw new NotAdmin('editing profiles needs a hub admin or a member of a profile admin group');
+    if (user.kind === 'user' && (isCommunityAdmin(opts.community, user) || user.groups.some((g) => adminGroups.has(g.toLowerCase())))) return user;
+    throw new NotAdmin('editing profiles needs a community admin: a hub admin, someone named in community.admins, or a member of its groups');
   }
 
   // Users with the same relevant groups get the same list: compute it once per version and group set.
@@ -124,7 +127,8 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
       listsVersion = id;
       relevant = new Set(groupsNamed(version?.document ?? []).keys());
     }
-    const key = [...new Set(groups.map((g) => g.toLowerCase()).filter((g) => relevant.has(g)))].sort().join('\n');
+    // JSON of the sorted list: a group name may contain any separator ("a\nb" is one hub group).
+    const key = JSON.stringify([...new Set(groups.map((g) => g.toLowerCase()).filter((g) => relevant.has(g)))].sort());
     let list = lists.get(key);
     if (!list) {
       list = profilesForUser(version?.document ?? [], groups);
@@ -150,6 +154,13 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
     return sendList(reply, await groupsFor(request.hubUser!, request.params.name));
   });
 
+  // The fragment the hub's own /hub/spawn shows (hub/profile_list.py's options_form asks with the service token).
+  app.get(`${prefix}api/users/:name/spawn-form`, { schema: { params: nameParam } }, async (request, reply) => {
+    const groups = await groupsFor(request.hubUser!, request.params.name);
+    const list = listFor(await live(), groups);
+    return reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(spawnFormHtml(list, { currency: opts.community.currency }));
+  });
+
   async function select(_user: string, groups: readonly string[], userOptions: unknown): Promise<SelectionOutcome & { version: number }> {
     const version = await live();
     try {
@@ -170,7 +181,8 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
       const groups = await groupsFor(request.hubUser!, request.params.name);
       const outcome = await select(request.params.name, groups, request.body);
       if (!outcome.ok) return reply.code(outcome.status).send(outcome.body);
-      return { ...outcome.resolution, version: outcome.version };
+      // What the hub records in user_options.hubside: the price shown is the price billed.
+      return { ...outcome.resolution, currency: opts.community.currency, profile_version: outcome.version, version: outcome.version };
     },
   );
 
@@ -234,6 +246,16 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
     return { version: versionBody(result.version, false), warnings: await unknownGroupWarnings(doc), replayed: false };
   }
 
+  function invalid(reply: FastifyReply, problems: Problem[], lead = '') {
+    return reply.code(422).send({
+      statusCode: 422,
+      error: 'Unprocessable Entity',
+      code: 'HUBSIDE_PROFILE_ERR_INVALID_DOCUMENT',
+      message: lead + problems.map((p) => `profiles${p.path.startsWith('[') ? '' : '.'}${p.path}: ${p.message}`).join('; ').slice(0, 4000),
+      problems: problems.slice(0, 500),
+    });
+  }
+
   app.get(`${prefix}api/profiles/document`, async (request, reply) => {
     requireAdmin(request);
     const current = await repo.current();
@@ -243,19 +265,11 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
 
   app.put(
     `${prefix}api/profiles`,
-    { schema: { body: z.object({ profiles: z.unknown(), message: z.string().max(2000).optional() }) } },
+    { schema: { body: z.object({ profiles: z.unknown(), message: safeString(2000).optional() }) } },
     async (request, reply) => {
       requireAdmin(request);
       const checked = checkDocument(request.body.profiles);
-      if (!checked.ok) {
-        return reply.code(422).send({
-          statusCode: 422,
-          error: 'Unprocessable Entity',
-          code: 'HUBSIDE_PROFILE_ERR_INVALID_DOCUMENT',
-          message: checked.problems.map((p) => `profiles${p.path.startsWith('[') ? '' : '.'}${p.path}: ${p.message}`).join('; ').slice(0, 4000),
-          problems: checked.problems.slice(0, 500),
-        });
-      }
+      if (!checked.ok) return invalid(reply, checked.problems);
       return write(request, reply, checked.document, request.body.message ?? '');
     },
   );
@@ -294,11 +308,14 @@ async function profilesRoutes(fastify: FastifyInstance, opts: ProfilesRoutesOpti
 
   app.post(
     `${prefix}api/profiles/versions/:id/restore`,
-    { schema: { params: idParam, body: z.object({ message: z.string().max(2000).optional() }).optional() } },
+    { schema: { params: idParam, body: z.object({ message: safeString(2000).optional() }).optional() } },
     async (request, reply) => {
       requireAdmin(request);
       const old = await version(request.params.id);
-      return write(request, reply, old.document, request.body?.message ?? `restore version ${old.id}`);
+      // A version saved under older rules is checked again: a restore is a save.
+      const checked = checkDocument(old.document);
+      if (!checked.ok) return invalid(reply, checked.problems, `version ${old.id} no longer passes the checks: `);
+      return write(request, reply, checked.document, request.body?.message ?? `restore version ${old.id}`);
     },
   );
 }

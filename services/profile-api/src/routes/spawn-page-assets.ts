@@ -1,8 +1,9 @@
 import escapeHtml from 'escape-html';
+import { priceText } from '../profiles/price.js';
 
 /** The page shell; everything dynamic is rendered by spawn.js from the API, as text nodes. */
-export function spawnPageHtml(opts: { prefix: string; user: string; baseUrl: string }): string {
-  const data = escapeHtml(JSON.stringify({ prefix: opts.prefix, user: opts.user, baseUrl: opts.baseUrl }));
+export function spawnPageHtml(opts: { prefix: string; user: string; baseUrl: string; currency: string }): string {
+  const data = escapeHtml(JSON.stringify({ prefix: opts.prefix, user: opts.user, baseUrl: opts.baseUrl, currency: opts.currency }));
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Start your server</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
@@ -20,6 +21,7 @@ button{font-size:1rem;padding:.5rem 1.25rem}progress{width:100%}
 <p>Signed in as <strong id="user">${escapeHtml(opts.user)}</strong>.</p>
 <form id="spawn-form" novalidate>
 <fieldset><legend>Choose a profile</legend><div id="profiles">Loading profiles…</div></fieldset>
+<p id="total" class="price" aria-live="polite"></p>
 <p id="form-error" class="error" role="alert"></p>
 <button id="start" type="submit">Start</button>
 </form>
@@ -45,13 +47,16 @@ export const SPAWN_JS = String.raw`(() => {
     for (const k of kids) if (k) e.append(k);
     return e;
   };
+  // The same function resolve prices a selection with, so the price shown is the price billed.
+  const priceText = ${priceText.toString()};
   const gib = (b) => (b / 1024 ** 3).toFixed(b % 1024 ** 3 === 0 ? 0 : 1) + ' GiB';
   function summary(r, price) {
     const parts = [];
     if (r && r.cpu) parts.push((r.cpu.limit ?? r.cpu.guarantee) + ' CPU');
     if (r && r.memory) parts.push(gib(r.memory.limit ?? r.memory.guarantee) + ' RAM');
     if (r && r.gpu) parts.push((r.gpu.limit ?? r.gpu.guarantee) + ' GPU');
-    if (typeof price === 'number') parts.push('$' + price.toFixed(2) + ' per hour');
+    const text = priceText([price]);
+    if (text !== null) parts.push(text + ' ' + cfg.currency + ' per hour');
     return parts.join(' · ');
   }
   let remembered = {};
@@ -114,6 +119,19 @@ export const SPAWN_JS = String.raw`(() => {
     }
   }
 
+  function showTotal() {
+    const radio = document.querySelector('input[name=profile]:checked');
+    const p = radio && profiles.find((x) => x.slug === radio.value);
+    if (!p) { $('total').textContent = ''; return; }
+    const parts = [p.price_per_hour];
+    for (const select of radio.closest('.profile').querySelectorAll('select')) {
+      const c = select._option.choices[select.value];
+      if (c) parts.push(c.price_per_hour);
+    }
+    const text = priceText(parts);
+    $('total').textContent = text === null ? '' : 'Price: ' + text + ' ' + cfg.currency + ' per hour';
+  }
+
   function selection() {
     const radio = document.querySelector('input[name=profile]:checked');
     if (!radio) return null;
@@ -160,7 +178,7 @@ export const SPAWN_JS = String.raw`(() => {
 
   fetch(cfg.prefix + 'api/profiles', { credentials: 'same-origin' })
     .then((r) => r.ok ? r.json() : Promise.reject(new Error('HTTP ' + r.status)))
-    .then((list) => { profiles = list; render(); })
+    .then((list) => { profiles = list; render(); showTotal(); $('profiles').addEventListener('change', showTotal); })
     .catch((err) => { $('profiles').textContent = 'Could not load your profiles (' + err.message + ').'; });
 })();
 `;

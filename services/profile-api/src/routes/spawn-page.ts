@@ -11,6 +11,8 @@ import { SPAWN_JS, spawnPageHtml } from './spawn-page-assets.js';
 
 export interface SpawnPageOptions {
   prefix: string;
+  /** community.currency: every price on the page is in it. */
+  currency: string;
 }
 
 const HubRefused = createError('HUBSIDE_PROFILE_ERR_SPAWN', '%s', 409);
@@ -44,7 +46,7 @@ async function spawnPage(fastify: FastifyInstance, opts: SpawnPageOptions): Prom
       .type('text/html; charset=utf-8')
       .header('cache-control', 'no-store')
       .header('content-security-policy', "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-      .send(spawnPageHtml({ prefix, user: user.name, baseUrl: settings.baseUrl }));
+      .send(spawnPageHtml({ prefix, user: user.name, baseUrl: settings.baseUrl, currency: opts.currency }));
   });
 
   app.get(`${prefix}static/spawn.js`, { config: { auth: false } }, async (_request, reply) => {
@@ -64,8 +66,14 @@ async function spawnPage(fastify: FastifyInstance, opts: SpawnPageOptions): Prom
       signal: AbortSignal.timeout(settings.hub?.timeoutMs ?? 10_000),
     });
     const body = (await res.json().catch(() => ({}))) as { message?: string };
-    if (res.status === 403) throw new ForbiddenError('the hub refused to start your server: this service needs servers!user in oauth_client_allowed_scopes');
-    if (res.status !== 201 && res.status !== 202) throw new HubRefused(`the hub did not start your server: ${String(body.message ?? res.status).slice(0, 300)}`);
+    if (res.status !== 201 && res.status !== 202) {
+      // Whoever refused (the hub's scopes, the quota hook's budget, this service's check in the
+      // pre-spawn hook) wrote the message: the person sees theirs, with the hub's status.
+      const message = typeof body.message === 'string' && body.message !== '' ? body.message.slice(0, 500) : `the hub answered ${res.status}`;
+      const status = res.status >= 400 && res.status < 500 ? res.status : 502;
+      const scopeHint = res.status === 403 && /scope/i.test(message) ? ' (this service needs servers!user in oauth_client_allowed_scopes)' : '';
+      return reply.code(status).send({ statusCode: status, error: status === 502 ? 'Bad Gateway' : 'Refused', code: 'HUBSIDE_PROFILE_ERR_SPAWN', message: `${message}${scopeHint}` });
+    }
     return { status: res.status === 201 ? 'ready' : 'pending', url: `${settings.baseUrl}user/${encodeURIComponent(user.name)}/` };
   });
 
