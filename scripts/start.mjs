@@ -4,7 +4,7 @@
 // `hubside start` runs them. HUBSIDE_SERVICES_ONLY=1 asks for the services alone even with a hub.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { INSTALL_OAUTHENTICATOR, REPO_ROOT, findJupyterhub, hubPython, oauthenticatorAvailable, startProduct } from './product/product.mjs';
+import { INSTALL_OAUTHENTICATOR, PRODUCT_OIDC, REPO_ROOT, findJupyterhub, hubPython, oauthenticatorAvailable, startProduct } from './product/product.mjs';
 
 const launchedAt = Number(process.env.HUBSIDE_LAUNCHED_AT) || Date.now();
 const jupyterhub = process.env.HUBSIDE_SERVICES_ONLY ? null : findJupyterhub();
@@ -20,11 +20,20 @@ if (!jupyterhub) {
   for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => cli.kill(sig));
   cli.on('exit', (code, sig) => process.exit(code ?? (sig ? 1 : 0)));
 } else {
-  const oidc = oauthenticatorAvailable(hubPython(jupyterhub));
+  const oidc = PRODUCT_OIDC && oauthenticatorAvailable(hubPython(jupyterhub));
   process.stdout.write(`Starting JupyterHub and the four Hubside services side by side (logs in .hubside/product/logs) ...\n`);
   let product;
   try {
-    product = await startProduct({ jupyterhub, launchedAt, login: oidc ? 'oidc' : 'fallback' });
+    // HUBSIDE_PRODUCT_PORTS ('free', or JSON like DEFAULT_PORTS) and HUBSIDE_PRODUCT_STATE_DIR let
+    // bench/start run `npm start` itself beside other hubs.
+    const ports = process.env.HUBSIDE_PRODUCT_PORTS;
+    product = await startProduct({
+      jupyterhub,
+      launchedAt,
+      login: oidc ? 'oidc' : 'fallback',
+      ...(ports ? { ports: ports === 'free' ? 'free' : JSON.parse(ports) } : {}),
+      ...(process.env.HUBSIDE_PRODUCT_STATE_DIR ? { stateDir: process.env.HUBSIDE_PRODUCT_STATE_DIR } : {}),
+    });
   } catch (err) {
     process.stderr.write(`npm start failed: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
@@ -36,7 +45,7 @@ if (!jupyterhub) {
     ...demo.people.map((p) => `  ${p.name.padEnd(10)} ${p.role}: ${p.views}`),
     '',
     product.login === 'oidc'
-      ? 'Login goes through auth-bridge and the demo identity provider (password: the name).'
+      ? 'Login goes through auth-bridge and the demo identity provider (Demo University): pick a person there.'
       : `Demo login (no password): the hub's Python has no oauthenticator. For the real login through auth-bridge: ${INSTALL_OAUTHENTICATOR}`,
     '',
     'The services (through the hub):',

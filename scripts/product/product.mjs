@@ -7,13 +7,15 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readYamlFile } from '@hubside/service-kit';
+import { PGLITE_TEMPLATE_DIR, pgliteTemplate, readYamlFile } from '@hubside/service-kit';
 import { seedSessions, seedUsage } from './seed.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = resolve(HERE, '../..');
 export const SERVICES = ['auth-bridge', 'profile-api', 'usage-collector', 'data-gateway'];
 export const INSTALL_OAUTHENTICATOR = 'pip install oauthenticator';
+/** Whether this launcher can wire the login through auth-bridge and a demo identity provider yet. */
+export const PRODUCT_OIDC = true;
 const DEBIAN_NODE_PATH = '/usr/share/nodejs';
 
 /** The fixed addresses of `npm start`. */
@@ -21,6 +23,7 @@ export const DEFAULT_PORTS = {
   public: 8000,
   proxyApi: 8001,
   hub: 8081,
+  idp: 10100,
   services: { 'auth-bridge': 10101, 'profile-api': 10102, 'usage-collector': 10103, 'data-gateway': 10104 },
 };
 
@@ -96,7 +99,10 @@ export function demoCommunity(doc) {
   ];
   const groups = {};
   for (const p of people) for (const g of p.groups) (groups[g] ??= []).push(p.name);
-  return { name, course, instructorsGroup, instructor, adminGroup, currency, profiles, people, groups };
+  // Who may edit profiles today: community admins when the file declares them, else profile-api's own admin groups.
+  const communityAdmins = (community.admins?.groups ?? []).includes(adminGroup) || (community.admins?.users ?? []).includes('grace');
+  const profileAdminGroups = doc?.['profile-api']?.adminGroups ?? [];
+  return { name, course, instructorsGroup, instructor, adminGroup, currency, profiles, people, groups, communityAdmins, profileAdminGroups };
 }
 
 /** Sample sessions: a fortnight of use for the class, and a month's worth of GPU hours for dan. */
@@ -125,6 +131,36 @@ export function demoUsagePlan(demo, now = new Date()) {
   return plan;
 }
 
+/** auth-bridge's section for `npm start`: one institution, the demo identity provider, for one hub. */
+export function oidcBridgeSection(base, { hubUrl, idpUrl, idpClientSecret, hubClientSecret, communityName }) {
+  return {
+    ...(base ?? {}),
+    publicUrl: hubUrl,
+    upstreams: {
+      demo: {
+        displayName: 'Demo University',
+        issuer: idpUrl,
+        clientId: 'hubside-bridge',
+        clientSecret: idpClientSecret,
+        scopes: ['openid', 'email', 'profile', 'groups'],
+        username: { claim: 'preferred_username' },
+        groupClaims: ['groups'],
+      },
+    },
+    hubs: {
+      local: {
+        displayName: communityName,
+        clientId: 'local-hub',
+        clientSecret: hubClientSecret,
+        redirectUris: [`${hubUrl}/hub/oauth_callback`],
+        loginUrl: `${hubUrl}/hub/oauth_login`,
+        idps: ['demo'],
+        keepUnmappedGroups: true,
+      },
+    },
+  };
+}
+
 export async function freePort() {
   return new Promise((res, rej) => {
     const server = createServer();
@@ -138,8 +174,8 @@ export async function freePort() {
 
 async function choosePorts(ports) {
   if (ports !== 'free') return ports ?? DEFAULT_PORTS;
-  const [pub, proxyApi, hub, ...svc] = await Promise.all(Array.from({ length: 3 + SERVICES.length }, () => freePort()));
-  return { public: pub, proxyApi, hub, services: Object.fromEntries(SERVICES.map((n, i) => [n, svc[i]])) };
+  const [pub, proxyApi, hub, idp, ...svc] = await Promise.all(Array.from({ length: 4 + SERVICES.length }, () => freePort()));
+  return { public: pub, proxyApi, hub, idp, services: Object.fromEntries(SERVICES.map((n, i) => [n, svc[i]])) };
 }
 
 function secretsFile(stateDir) {
@@ -155,6 +191,8 @@ function secretsFile(stateDir) {
   for (const name of SERVICES) secrets.tokens[name] ??= token();
   secrets.cookieSecret ??= randomBytes(32).toString('base64url');
   secrets.proxyAuthToken ??= token();
+  secrets.idpClientSecret ??= token();
+  secrets.hubClientSecret ??= token();
   writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
   return secrets;
 }
@@ -268,8 +306,19 @@ export async function startProduct(opts = {}) {
   // The community file the services read: the given one, with the addresses of this run.
   const productDoc = structuredClone(doc);
   productDoc['auth-bridge'] = { ...(productDoc['auth-bridge'] ?? {}), publicUrl: url };
+  const bridge = serviceUrls['auth-bridge'];
+  const idpPort = ports.idp ?? DEFAULT_PORTS.idp;
+  if (login === 'oidc') {
+    productDoc['auth-bridge'] = oidcBridgeSection(productDoc['auth-bridge'], {
+      hubUrl: url,
+      idpUrl: `http://127.0.0.1:${idpPort}`,
+      idpClientSecret: secrets.idpClientSecret,
+      hubClientSecret: secrets.hubClientSecret,
+      communityName: demo.name,
+    });
+  }
   const productCommunity = join(stateDir, 'community.yaml');
-  writeFileSync(productCommunity, `# Written by scripts/product from ${communityFile}; edit that file instead.\n${JSON.stringify(productDoc, null, 2)}\n`);
+  writeFileSync(productCommunity, `# Written by scripts/product from ${communityFile}; edit that file instead.\n${JSON.stringify(productDoc, null, 2)}\n`, { mode: 0o600 });
 
   const settingsFile = join(stateDir, 'hub-settings.json');
   writeFileSync(
@@ -285,6 +334,15 @@ export async function startProduct(opts = {}) {
         hubSnippetsDir: join(root, 'hub'),
         singleuserCommand: [opts.singleuser ?? join(dirname(jupyterhub), 'jupyterhub-singleuser')],
         login,
+        oidc: {
+          clientId: 'local-hub',
+          clientSecret: secrets.hubClientSecret,
+          callbackUrl: `${url}/hub/oauth_callback`,
+          // The browser goes through the proxy; the hub calls the bridge directly.
+          authorizeUrl: `${url}/services/auth-bridge/oidc/auth`,
+          tokenUrl: `${bridge}oidc/token`,
+          userdataUrl: `${bridge}oidc/me`,
+        },
         people: demo.people.map(({ name, hubAdmin }) => ({ name, hubAdmin: Boolean(hubAdmin) })),
         groups: demo.groups,
         templateVars: {
@@ -305,6 +363,7 @@ export async function startProduct(opts = {}) {
   );
 
   const children = [];
+  let idp;
   let stopping = false;
   const exitedEarly = () => {
     for (const child of children) {
@@ -338,6 +397,7 @@ export async function startProduct(opts = {}) {
       if (child.name === 'jupyterhub') await waitGone(child, 10_000);
     }
     await Promise.all(order.map((c) => waitGone(c, 10_000)));
+    await idp?.close();
   };
 
   try {
@@ -347,6 +407,21 @@ export async function startProduct(opts = {}) {
     // Debian's configurable-http-proxy finds its modules only through NODE_PATH.
     if (existsSync(DEBIAN_NODE_PATH)) hubEnv.NODE_PATH = [process.env.NODE_PATH, DEBIAN_NODE_PATH].filter(Boolean).join(':');
     start('jupyterhub', jupyterhub, ['-f', join(HERE, 'jupyterhub_config.py')], hubEnv);
+
+    if (login === 'oidc') {
+      const { startDemoIdp } = await import('./demo-idp.mjs');
+      idp = await startDemoIdp({
+        port: idpPort,
+        people: demo.people,
+        clientId: 'hubside-bridge',
+        clientSecret: secrets.idpClientSecret,
+        redirectUris: [`${url}/services/auth-bridge/callback/demo`],
+      });
+    }
+
+    // One embedded-cluster template, built once while the hub starts: the services' and the seed's
+    // databases are copies of it, rather than five initdb runs fighting over two cores.
+    if (!opts.databaseUrl) await pgliteTemplate(join(stateDir, 'data', PGLITE_TEMPLATE_DIR));
 
     // The services, side by side: each gets what the hub would give a managed service.
     const base = {};
