@@ -156,7 +156,7 @@ export async function run(opts = {}) {
   }
   const outDir = resolve(opts.resultsDir ?? join(REPO, 'bench', 'results'));
   await mkdir(outDir, { recursive: true });
-  const file = join(outDir, 'start.json');
+  const file = join(outDir, `start-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
   return { ok: failures.length === 0, failures, file };
 }

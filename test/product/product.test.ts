@@ -181,8 +181,15 @@ describe('npm start, as the demo people see it', () => {
     await imageSelect.selectOption(image);
     await page.screenshot({ path: join(SHOTS, 'profile-api-spawn.png'), fullPage: true });
     await page.click('#start');
-    await waitFor(async () => (await server('alice'))?.ready === true, { timeoutMs: 60_000, what: "alice's server to be ready" });
-    // (The page itself moves on to her server once it is ready.)
+    await waitFor(
+      async () => {
+        // A refusal (the hub's 403 without servers!user) shows on the page: fail with it at once.
+        const refused = await page.locator('#form-error').textContent({ timeout: 500 }).catch(() => '');
+        if (refused) throw new Error(`the spawn page says: ${refused}`);
+        return (await server('alice'))?.ready === true;
+      },
+      { timeoutMs: 60_000, what: "alice's server to be ready" },
+    );
     const expected = (product.demo.profiles.find((p) => p.slug === slug)!.profile_options as Record<string, { choices: Record<string, { kubespawner_override: { image: string } }> }>)
       .image!.choices[image]!.kubespawner_override.image;
     expect(serverEnv('alice')?.HUBSIDE_IMAGE).toBe(expected);
