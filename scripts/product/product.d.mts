@@ -91,7 +91,7 @@ export declare function demoCommunity(doc: unknown): DemoCommunity;
 export declare function demoUsagePlan(
   demo: DemoCommunity,
   now?: Date,
-): Array<{ user: string; groups: string[]; profile: DemoCommunity['profiles'][number]; sessions: Array<{ startMs: number; hours: number }> }>;
+): Array<{ user: string; groups: string[]; profile: DemoCommunity['profiles'][number]; sessions: Array<{ startMs: number; hours: number; server?: string }> }>;
 export declare function productRoles(): Array<{ name: string; scopes: string[]; services?: string[]; description?: string }>;
 export declare function freePort(): Promise<number>;
 export declare function oidcBridgeSection(

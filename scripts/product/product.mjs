@@ -123,11 +123,14 @@ export function demoUsagePlan(demo, now = new Date()) {
   add('alice', cheap, [1, 2, 3, 5, 8, 9, 12].map((d, i) => ({ startMs: morning(d, 9 + (i % 3)), hours: 1.5 + (i % 3) })));
   add('bob', cheap, [1, 4, 6, 7, 11].map((d, i) => ({ startMs: morning(d, 13), hours: 1 + i / 2 })));
   add(demo.instructor, cheap, [2, 6, 10].map((d) => ({ startMs: morning(d, 8), hours: 2 })));
-  // Dan spends more than the default budget in this calendar month: GPU hours since the 1st.
+  // Dan spends more than the default budget in this calendar month: 30 GPU hours since the 1st,
+  // on six named servers side by side, so even the first hours of a month hold enough of them.
   const monthStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);
   const room = Math.max(0, (now.getTime() - monthStart) / hour - 0.25);
-  const danHours = Math.min(30, room);
-  if (danHours > 0.1) add('dan', dear, [{ startMs: monthStart + 60_000, hours: danHours - 1 / 60 }]);
+  const danHours = Math.min(5, room);
+  if (danHours > 0.1) {
+    add('dan', dear, Array.from({ length: 6 }, (_, i) => ({ startMs: monthStart + 60_000, hours: danHours - 1 / 60, server: `gpu-${i + 1}` })));
+  }
   return plan;
 }
 

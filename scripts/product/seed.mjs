@@ -55,7 +55,7 @@ export function seedSessions(plan, { currency, usageProfiles }) {
       const stopped = new Date(s.startMs + s.hours * HOUR);
       rows.push({
         user_name: entry.user,
-        server_name: '',
+        server_name: s.server ?? '',
         started,
         profile: entry.profile.slug,
         user_options: JSON.stringify(hubsideOptions(entry.profile, currency, resources)),
