@@ -61,7 +61,7 @@ export interface StartProductOptions {
   now?: Date;
   /** Epoch ms the launch began (timings count from it); default now. */
   launchedAt?: number;
-  /** Default 60 000. */
+  /** Default 180 000. */
   timeoutMs?: number;
 }
 

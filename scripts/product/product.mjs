@@ -3,12 +3,11 @@
 // one function, so the test proves what a person who types `npm start` gets.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PGLITE_TEMPLATE_DIR, pgliteTemplate, readYamlFile } from '@hubside/service-kit';
-import { seedSessions, seedUsage } from './seed.mjs';
+import { parse as parseYaml } from 'yaml';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = resolve(HERE, '../..');
@@ -267,7 +266,8 @@ async function waitUntil(check, { timeoutMs, what, failed }) {
       // Not up yet.
     }
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+    // Polling costs CPU that the hub and the services need while they start: not too often.
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -294,7 +294,9 @@ export async function startProduct(opts = {}) {
   const logDir = join(stateDir, 'logs');
   mkdirSync(logDir, { recursive: true });
   const communityFile = resolve(opts.communityFile ?? join(root, 'examples', 'community.yaml'));
-  const doc = readYamlFile(communityFile) ?? {};
+  // Plain YAML here: the services validate the file themselves, and the launcher stays light (the
+  // hub starts only after the launcher has loaded, so every module it loads delays the hub).
+  const doc = parseYaml(readFileSync(communityFile, 'utf8')) ?? {};
   const demo = demoCommunity(doc);
   const ports = await choosePorts(opts.ports);
   const url = `http://127.0.0.1:${ports.public}`;
@@ -424,7 +426,10 @@ export async function startProduct(opts = {}) {
 
     // One embedded-cluster template, built once while the hub starts: the services' and the seed's
     // databases are copies of it, rather than five initdb runs fighting over two cores.
-    if (!opts.databaseUrl) await pgliteTemplate(join(stateDir, 'data', PGLITE_TEMPLATE_DIR));
+    if (!opts.databaseUrl && !templateBuilt(join(stateDir, 'data'))) {
+      const { PGLITE_TEMPLATE_DIR, pgliteTemplate } = await import('@hubside/service-kit');
+      await pgliteTemplate(join(stateDir, 'data', PGLITE_TEMPLATE_DIR));
+    }
 
     // The services, side by side: each gets what the hub would give a managed service.
     const base = {};
@@ -455,6 +460,7 @@ export async function startProduct(opts = {}) {
     let seeded = 0;
     const seededMarker = join(stateDir, 'usage-seeded');
     if (opts.seed !== false && !existsSync(seededMarker)) {
+      const { seedSessions, seedUsage } = await import('./seed.mjs');
       const rows = seedSessions(demoUsagePlan(demo, opts.now ?? new Date()), {
         currency: demo.currency,
         usageProfiles: doc['usage-collector']?.profiles,
@@ -464,7 +470,8 @@ export async function startProduct(opts = {}) {
     }
     start('usage-collector', node, [cli, 'usage-collector'], serviceEnv('usage-collector'));
 
-    const timeoutMs = opts.timeoutMs ?? 60_000;
+    // Generous: a laptop busy with other work still gets there, it just takes longer.
+    const timeoutMs = opts.timeoutMs ?? 180_000;
     let hubUpAt = 0;
     const serviceUpAt = {};
     await Promise.all([
@@ -510,6 +517,16 @@ export async function startProduct(opts = {}) {
   } catch (err) {
     await stop().catch(() => undefined);
     throw err;
+  }
+}
+
+/** Whether service-kit's embedded-cluster template is there already (its layout: `.pglite-template/<version>-full-<n>/PG_VERSION`). */
+function templateBuilt(dataDir) {
+  const root = join(dataDir, '.pglite-template');
+  try {
+    return readdirSync(root).some((d) => d.includes('-full-') && !d.includes('.building-') && existsSync(join(root, d, 'PG_VERSION')));
+  } catch {
+    return false;
   }
 }
 
