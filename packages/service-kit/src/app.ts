@@ -141,6 +141,24 @@ export async function createServiceApp(opts: CreateServiceAppOptions): Promise<F
   // Before authentication, so an overloaded service sheds requests before asking the hub anything.
   await registerProtection(app, protection);
 
+  if (!hub) {
+    // Without a hub every page needs a login that cannot happen: the home page says, for people,
+    // how to connect one (APIs keep answering 503 JSON). Whatever the service serves there itself.
+    const home = new Set([settings.prefix, settings.prefix.replace(/\/+$/, '')].filter(Boolean));
+    app.addHook('onRequest', async (request, reply) => {
+      if (request.method !== 'GET' && request.method !== 'HEAD') return;
+      const path = request.url.split('?', 1)[0] ?? '';
+      if (!home.has(path)) return;
+      return reply
+        .code(503)
+        .type('text/html; charset=utf-8')
+        .header('retry-after', '5')
+        .header('cache-control', 'no-store')
+        .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'")
+        .send(noHubPage(settings.name, settings.prefix));
+    });
+  }
+
   await app.register(hubAuth, {
     hub,
     prefix: settings.prefix,
@@ -196,6 +214,26 @@ export async function createServiceApp(opts: CreateServiceAppOptions): Promise<F
   }
 
   return app;
+}
+
+/** The home page of a service that runs without a hub: what it is and how to connect one. */
+export function noHubPage(name: string, prefix: string): string {
+  const n = escapeHtml(name);
+  const p = escapeHtml(prefix);
+  return (
+    `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Hubside ${n}: no hub connected</title>` +
+    `<meta name="viewport" content="width=device-width, initial-scale=1">` +
+    `<style>body{font:16px/1.5 system-ui,sans-serif;max-width:44em;margin:2em auto;padding:0 1em}code,pre{background:#f3f3f3}pre{padding:.6em;overflow:auto}</style>` +
+    `</head><body><main id="no-hub"><h1>Hubside ${n} is running, without a hub</h1>` +
+    `<p>Its pages need a JupyterHub login, and no hub is connected. <a href="${p}health">${p}health</a> answers.</p>` +
+    `<h2>Connect a hub</h2><ul>` +
+    `<li>The whole product on this machine: install JupyterHub (<code>apt-get install jupyterhub</code> on Debian/Ubuntu) and run <code>npm start</code> again; it starts a hub at <code>http://127.0.0.1:8000</code> with all four services and demo people.</li>` +
+    `<li>Your own hub: add this service to <code>c.JupyterHub.services</code> (see the README's <em>Running beside an existing hub</em>), ` +
+    `or start it with the variables the hub would set:</li></ul>` +
+    `<pre>JUPYTERHUB_API_URL=http://127.0.0.1:8081/hub/api \\\n` +
+    `JUPYTERHUB_API_TOKEN=&lt;this service's api_token&gt; \\\n` +
+    `npx hubside ${n}</pre></main></body></html>`
+  );
 }
 
 function nulIn(value: unknown, path: string): string | undefined {

@@ -89,6 +89,39 @@ describe('without a hub', () => {
     expect(whoami.statusCode).toBe(503);
     expect(whoami.json<{ message: string }>().message).toMatch(/JUPYTERHUB_API_URL.*JUPYTERHUB_API_TOKEN/);
   });
+
+  it('answers its home page with an HTML page that says how to connect a hub, whatever the service serves there', async () => {
+    const settings = resolveSettings('usage-collector', {});
+    // A service with its own UI at the prefix (like the dashboards) and no landing page of the kit's.
+    const a = await createServiceApp({ settings, logger: false, defaultMetrics: false, landingPage: false });
+    a.get(settings.prefix, { config: { auth: { browser: true } } }, async () => 'the service UI');
+    apps.push(a);
+    for (const url of ['/services/usage-collector/', '/services/usage-collector', '/services/usage-collector/?next=x']) {
+      const res = await a.inject({ method: 'GET', url, headers: { accept: 'text/html' } });
+      expect(res.statusCode, url).toBe(503);
+      expect(res.headers['content-type']).toMatch(/^text\/html/);
+      expect(res.headers['content-security-policy']).toContain("default-src 'none'");
+      expect(res.body).toContain('<h1>Hubside usage-collector is running, without a hub</h1>');
+      expect(res.body).toMatch(/npm start/);
+      expect(res.body).toMatch(/JUPYTERHUB_API_URL=.*\n.*JUPYTERHUB_API_TOKEN=/s);
+    }
+    // Everything else stays JSON.
+    const api = await a.inject({ method: 'GET', url: '/services/usage-collector/api/whoami', headers: { authorization: 'token abc' } });
+    expect(api.statusCode).toBe(503);
+    expect(api.json()).toMatchObject({ statusCode: 503 });
+    const post = await a.inject({ method: 'POST', url: '/services/usage-collector/' });
+    expect(post.headers['content-type']).toMatch(/json/);
+  });
+
+  it('keeps the service\'s own home page once a hub is configured', async () => {
+    const settings = resolveSettings('usage-collector', { JUPYTERHUB_API_URL: 'http://127.0.0.1:9/hub/api', JUPYTERHUB_API_TOKEN: 'secret-token' });
+    const a = await createServiceApp({ settings, logger: false, defaultMetrics: false, landingPage: false });
+    a.get(settings.prefix, { config: { auth: false } }, async () => 'the service UI');
+    apps.push(a);
+    const res = await a.inject({ method: 'GET', url: '/services/usage-collector/' });
+    expect(res.statusCode).toBe(200);
+    expect(res.body).toBe('the service UI');
+  });
 });
 
 describe('logging', () => {
