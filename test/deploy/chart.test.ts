@@ -329,6 +329,12 @@ describe('the z2jh example (charts/examples/jupyterhub.yaml)', () => {
     }
   });
 
+  it("lets profile-api's spawn page start the user's server, and usage-collector list the users it polls", () => {
+    expect(z2jh.hub.services['profile-api'].oauth_client_allowed_scopes).toEqual(expect.arrayContaining(['servers!user', 'read:servers!user']));
+    expect(z2jh.hub.loadRoles.user.scopes).toEqual(expect.arrayContaining(['servers!user', 'read:servers!user']));
+    expect(z2jh.hub.loadRoles['hubside-usage-collector'].scopes).toContain('list:users');
+  });
+
   it('mounts the repository snippets in hub/ that hub.extraConfig imports', () => {
     const files = Object.values(z2jh.hub.extraFiles as Record<string, { mountPath: string }>).map((f) => basename(f.mountPath));
     for (const file of files) expect(existsSync(join(REPO, 'hub', file)), `hub/${file}`).toBe(true);
