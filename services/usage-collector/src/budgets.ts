@@ -144,9 +144,22 @@ export async function recordWarnings(
   return fresh;
 }
 
-export async function listEvents(db: Kysely<UsageDB>, opts: { subjects?: string[] } = {}) {
+/**
+ * Budget events, all or only those of the given users and groups. A subject is its kind and its
+ * name together: a user named like a group (`chem-201`) never sees the group's events.
+ */
+export async function listEvents(db: Kysely<UsageDB>, opts: { only?: { users: readonly string[]; groups: readonly string[] } } = {}) {
   let q = db.selectFrom('budget_events').selectAll().orderBy('id');
-  if (opts.subjects) q = q.where('subject', 'in', opts.subjects.length ? opts.subjects : ['\u0000']);
+  if (opts.only) {
+    const { users, groups } = opts.only;
+    if (users.length === 0 && groups.length === 0) return [];
+    q = q.where((eb) =>
+      eb.or([
+        ...(users.length ? [eb.and([eb('subject_kind', '=', 'user'), eb('subject', 'in', [...users])])] : []),
+        ...(groups.length ? [eb.and([eb('subject_kind', '=', 'group'), eb('subject', 'in', [...groups])])] : []),
+      ]),
+    );
+  }
   const rows = await q.limit(1000).execute();
   return rows.map((r) => ({ subject_kind: r.subject_kind, subject: r.subject, threshold: r.threshold, window: r.window_start, used: r.used, limit: r.limit_value, unit: r.unit, at: new Date(r.at).toISOString() }));
 }

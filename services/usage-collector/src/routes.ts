@@ -93,7 +93,8 @@ const sessionResponse = z.object({
   server: z.string(),
   profile: z.string().nullable(),
   user_options: z.record(z.string(), z.unknown()),
-  resources: z.record(z.string(), z.number()),
+  /** Numbers, and `pricePerHour` (a decimal string) when the hub recorded the spawn price. */
+  resources: z.record(z.string(), z.union([z.number(), z.string()])),
   started: z.string(),
   last_activity: z.string().nullable(),
   last_seen: z.string(),
@@ -325,7 +326,7 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
           server: r.server_name,
           profile: r.profile,
           user_options: r.user_options,
-          resources: r.resources as unknown as Record<string, number>,
+          resources: r.resources as unknown as Record<string, number | string>,
           started: r.started.toISOString(),
           last_activity: r.last_activity?.toISOString() ?? null,
           last_seen: r.last_seen.toISOString(),
@@ -360,7 +361,7 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
   });
   app.get(`${prefix}api/events`, { schema: { response: { 200: eventsResponse } } }, async (request) => {
     const v = visibilityOf(request.hubUser!, config);
-    return { events: await listEvents(db, v.all ? {} : { subjects: [v.self, ...v.groups] }) };
+    return { events: await listEvents(db, v.all ? {} : { only: { users: v.self ? [v.self] : [], groups: [...v.groups] } }) };
   });
 }
 
