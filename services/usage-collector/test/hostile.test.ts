@@ -5,6 +5,7 @@
  * and a server started with the hub's recorded price is billed at that price.
  */
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { communitySchema, ConfigError, resolveSettings } from '@hubside/service-kit';
 import { createTestDatabase, freePort, startHub, waitFor } from '@hubside/testing';
 import type { RunningHub, TestDatabase } from '@hubside/testing';
@@ -18,8 +19,9 @@ import { editableOf } from '../src/settings.js';
 import type { EditableSettings } from '../src/settings.js';
 
 const PREFIX = '/services/usage-collector/';
+const HUB_DIR = fileURLToPath(new URL('../../../hub', import.meta.url));
 const SERVICE_TOKEN = randomBytes(24).toString('hex');
-const USERS = ['root', 'alice', 'bob', 'chem-201', 'prof', 'ursula', 'ida', 'payer'];
+const USERS = ['root', 'alice', 'bob', 'chem-201', 'prof', 'ursula', 'ida', 'payer', 'pct'];
 
 const community = communitySchema.parse({
   name: 'Test community',
@@ -32,7 +34,7 @@ const community = communitySchema.parse({
 });
 const section = configSchema.parse({
   rateCards: [{ id: 'base', effectiveFrom: '2026-01-01', mode: 'profile-hour', profileHour: { small: '1.00' }, incrementSeconds: 1 }],
-  budgets: { groups: { 'chem-201': { limit: '0' } } },
+  budgets: { groups: { 'chem-201': { limit: '0' }, 'lab-100%': { limit: '0' } } },
 });
 
 let hub: RunningHub;
@@ -46,12 +48,18 @@ beforeAll(async () => {
   hub = await startHub({
     users: USERS,
     admins: ['root'],
-    groups: { phys: ['alice'], 'chem-201': ['bob'], 'instructors-phys': ['prof'], staff: ['ursula'], bio: ['bob'] },
+    groups: { phys: ['alice'], 'chem-201': ['bob'], 'lab-100%': ['pct'], 'instructors-phys': ['prof'], staff: ['ursula'], bio: ['bob'] },
     roles: [
       { name: 'usage-readers', scopes: ['access:services!service=usage-collector'], users: USERS },
-      { name: 'usage-collector', scopes: ['list:users', 'read:users', 'read:servers', 'read:groups', 'list:groups'], services: ['usage-collector'] },
+      { name: 'usage-collector', scopes: ['list:users', 'read:users', 'read:servers', 'read:groups', 'list:groups', 'access:services!service=usage-collector'], services: ['usage-collector'] },
     ],
     services: [{ name: 'usage-collector', url: `http://127.0.0.1:${port}`, apiToken: SERVICE_TOKEN }],
+    extraConfig: [
+      'import sys',
+      `sys.path.insert(0, ${JSON.stringify(HUB_DIR)})`,
+      'from usage_quota import make_usage_quota_hook',
+      `c.Spawner.pre_spawn_hook = make_usage_quota_hook(${JSON.stringify(`http://127.0.0.1:${port}${PREFIX}`)}, ${JSON.stringify(SERVICE_TOKEN)}, fail_open=False)`,
+    ].join('\n'),
   });
   const settings = resolveSettings('usage-collector', {
     JUPYTERHUB_API_URL: hub.hubApiUrl,
@@ -62,7 +70,7 @@ beforeAll(async () => {
     ...(db.databaseUrl ? { DATABASE_URL: db.databaseUrl } : {}),
   });
   app = await buildApp({ settings, config: section, community, logger: false, defaultMetrics: false, autoPoll: false });
-  await app.ready();
+  await app.listen({ host: '127.0.0.1', port });
   for (const u of USERS) tokens[u] = await hub.createToken(u, { note: 'hostile test' });
 }, 120_000);
 
@@ -212,6 +220,17 @@ describe('events are keyed by kind (issue 20.4)', () => {
     expect((asNamesake.body as { events: unknown[] }).events).toEqual([]);
     // The same rule as the usage API.
     expect((await call('GET', 'api/usage?group=chem-201', 'chem-201')).status).toBe(403);
+  });
+});
+
+describe('the spawn refusal a student reads (issue 14c)', () => {
+  it("is the budget message, verbatim, even when a group's name has a %", async () => {
+    const quota = await call('GET', 'api/users/pct/quota', 'pct');
+    const message = (quota.body as { message: string }).message;
+    expect(message).toMatch(/^Your group "lab-100%" has used 0\.00 of 0\.00 EUR this month, so no new server can be started until the budget renews on \d{4}-\d{2}-01 \(UTC\): the budget is used up\. If you need more, ask your instructor or a hub admin\.$/);
+    const refused = await hub.api<{ message: string }>('POST', '/users/pct/server', {}, tokens.pct);
+    expect(refused.status).toBe(403);
+    expect(refused.body.message).toContain(message);
   });
 });
 
