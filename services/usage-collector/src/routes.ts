@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Kysely } from 'kysely';
-import { createError } from '@hubside/service-kit';
+import { createError, hubName } from '@hubside/service-kit';
 import { Decimal } from 'decimal.js';
 import { z } from 'zod';
 import { maySeeGroup, maySeeUser, visibilityOf } from './access.js';
@@ -28,7 +28,8 @@ const MIN_T = Date.UTC(2000, 0, 1);
 const MAX_T = Date.UTC(2100, 0, 1);
 const MAX_RANGE_DAYS = 400;
 // JupyterHub names are free text, but not unbounded; anything longer is certainly no hub user.
-const name = z.string().min(1).max(255);
+// A hub name: no NUL (PostgreSQL can't compare with it) or lone surrogate, at most 255 characters.
+const name = hubName;
 
 const instant = z
   .string()

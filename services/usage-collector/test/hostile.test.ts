@@ -207,6 +207,14 @@ describe('settings that would break later reads are refused, in the API and in t
   });
 });
 
+describe('names that PostgreSQL cannot compare with are a 400, never a 500', () => {
+  it.each(['api/usage?user=a%00b', 'api/usage?group=a%00b', 'api/sessions?user=a%00b', 'api/statements?group=a%00b', 'api/users/a%00b/quota', 'api/dashboard/groups/a%00b'])('%s', async (path) => {
+    const r = await call('GET', path, 'root');
+    expect(r.status).toBe(400);
+    expect(r.body).toMatchObject({ statusCode: 400, error: 'Bad Request' });
+  });
+});
+
 describe('events are keyed by kind (issue 20.4)', () => {
   it("a student named like a group never reads the group's budget events", async () => {
     // bob's group chem-201 has a budget of 0: any quota call puts it at 100 %.

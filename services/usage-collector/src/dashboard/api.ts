@@ -5,7 +5,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { HubUnavailableError } from '@hubside/hub-client';
-import { createError } from '@hubside/service-kit';
+import { createError, hubName } from '@hubside/service-kit';
 import { z } from 'zod';
 import { maySeeGroup, visibilityOf } from '../access.js';
 import type { Visibility } from '../access.js';
@@ -35,7 +35,8 @@ function versionOf(header: string | string[] | undefined): number | undefined {
 }
 
 const MAX_RANGE_DAYS = 400;
-const name = z.string().min(1).max(255);
+// A hub name: no NUL (PostgreSQL can't compare with it) or lone surrogate, at most 255 characters.
+const name = hubName;
 const day = z
   .string()
   .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date, YYYY-MM-DD')
