@@ -63,6 +63,29 @@ export function recordedSpawn(options: Record<string, unknown>, currency: string
   return { ok: true, spawn: parsed.data };
 }
 
+/** The most of a server's `user_options` kept on its session; a bigger one keeps only what pricing reads. */
+export const MAX_USER_OPTIONS_CHARS = 16_384;
+// eslint-disable-next-line no-control-regex
+const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * A copy of what a person put in `user_options` that PostgreSQL can store: a NUL or a lone
+ * surrogate in any string or key (JSON allows both, jsonb and text refuse them) becomes U+FFFD, and
+ * nesting stops at a depth of 8. Without this, one user's options would fail every poll.
+ */
+export function storable(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return value.replace(UNSTORABLE, '\uFFFD');
+  if (value === null || typeof value === 'number' || typeof value === 'boolean') return value;
+  if (depth >= 8) return null;
+  if (Array.isArray(value)) return value.map((v) => storable(v, depth + 1));
+  if (typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k.replace(UNSTORABLE, '\uFFFD')] = storable(v, depth + 1);
+    return out;
+  }
+  return null;
+}
+
 /** Turn the hub's model of a user into the servers that count as running. */
 export function observe(user: HubUser, config: UsageCollectorConfig, onBad?: (user: string, server: string, reason: string) => void): ObservedServer[] {
   if (!user.servers) {
@@ -74,10 +97,15 @@ export function observe(user: HubUser, config: UsageCollectorConfig, onBad?: (us
     if (!server.started || (server.pending === 'spawn' && !server.ready)) continue;
     const started = new Date(server.started.endsWith('Z') || /[+-]\d\d:\d\d$/.test(server.started) ? server.started : `${server.started}Z`);
     if (Number.isNaN(started.getTime())) continue;
-    const options = server.user_options && typeof server.user_options === 'object' ? server.user_options : {};
-    const slug = options[config.profileOption];
-    const chosen = typeof slug === 'string' && slug.length > 0 && slug.length <= 200 ? slug : null;
-    const recorded = recordedSpawn(options, config.currency);
+    const raw = server.user_options && typeof server.user_options === 'object' && !Array.isArray(server.user_options) ? server.user_options : {};
+    const slug = raw[config.profileOption];
+    const chosen = typeof slug === 'string' && hubName.safeParse(slug).success && slug.length <= 200 ? slug : null;
+    let options = storable(raw) as Record<string, unknown>;
+    if (JSON.stringify(options).length > MAX_USER_OPTIONS_CHARS) {
+      options = { [config.profileOption]: chosen, ...(Object.hasOwn(raw, 'hubside') ? { hubside: storable(raw.hubside) } : {}), _truncated: true };
+      if (JSON.stringify(options).length > MAX_USER_OPTIONS_CHARS) options = { [config.profileOption]: chosen, _truncated: true };
+    }
+    const recorded = recordedSpawn(raw, config.currency);
     if (!recorded.ok && recorded.reason) onBad?.(user.name, name, recorded.reason);
     const profile = recorded.ok ? (recorded.spawn.profile ?? chosen) : chosen;
     // Exact decimal, as the hub recorded it (a string: no binary float on the way).
@@ -91,7 +119,7 @@ export function observe(user: HubUser, config: UsageCollectorConfig, onBad?: (us
       profile,
       userOptions: options,
       resources,
-      groups: [...(user.groups ?? [])].sort(),
+      groups: [...(user.groups ?? [])].map((g) => (storable(g) as string)).sort(),
       lastActivity: server.last_activity ? new Date(server.last_activity) : null,
     });
   }

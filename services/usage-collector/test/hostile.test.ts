@@ -21,7 +21,7 @@ import type { EditableSettings } from '../src/settings.js';
 const PREFIX = '/services/usage-collector/';
 const HUB_DIR = fileURLToPath(new URL('../../../hub', import.meta.url));
 const SERVICE_TOKEN = randomBytes(24).toString('hex');
-const USERS = ['root', 'alice', 'bob', 'chem-201', 'prof', 'ursula', 'ida', 'payer', 'pct'];
+const USERS = ['root', 'alice', 'bob', 'chem-201', 'prof', 'ursula', 'ida', 'payer', 'pct', 'odd'];
 
 const community = communitySchema.parse({
   name: 'Test community',
@@ -328,5 +328,23 @@ describe('the price the hub recorded at spawn is the price billed (issue 14b)', 
     const expected = new Decimal('7.20').times(secs(good)).div(3600).plus(new Decimal('1.00').times(secs(bad)).div(3600));
     expect(statement.users[0]!.gross).toBe(expected.toDecimalPlaces(2, Decimal.ROUND_HALF_UP).toFixed(2));
     expect(Number(statement.users[0]!.gross)).toBeGreaterThan(0);
+  });
+
+  it('records a server whose user_options PostgreSQL could not store as they are (NUL, lone surrogate, huge), and the poll goes on', async () => {
+    await hub.startServer('odd', { userOptions: { profile: 'small', note: 'a\u0000b', [`k\u0000`]: '\ud800', deep: { more: ['x\u0000'] } } });
+    await hub.startServer('odd', { name: 'huge', userOptions: { profile: 'small', blob: 'x'.repeat(200_000) } });
+    await hub.startServer('alice', { userOptions: { profile: 'small' } });
+    const polled = await app.usagePoller.pollOnce();
+    expect(polled).toMatchObject({ locked: true, servers: 3 });
+    const odd = (await call('GET', 'api/sessions?user=odd', 'root')).body as { sessions: { server: string; profile: string; user_options: Record<string, unknown> }[] };
+    const plain = odd.sessions.find((x) => x.server === '')!;
+    expect(plain.profile).toBe('small');
+    expect(plain.user_options).toMatchObject({ note: 'a\uFFFDb', 'k\uFFFD': '\uFFFD', deep: { more: ['x\uFFFD'] } });
+    expect(odd.sessions.find((x) => x.server === 'huge')!.user_options).toEqual({ profile: 'small', _truncated: true });
+    expect((await call('GET', 'api/sessions?user=alice', 'root')).body.sessions.length).toBe(1);
+    await readsAllWork();
+    await hub.stopServer('odd');
+    await hub.stopServer('odd', 'huge');
+    await hub.stopServer('alice');
   });
 });
