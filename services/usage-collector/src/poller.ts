@@ -79,9 +79,8 @@ export function storable(value: unknown, depth = 0): unknown {
   if (depth >= 8) return null;
   if (Array.isArray(value)) return value.map((v) => storable(v, depth + 1));
   if (typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k.replace(UNSTORABLE, '\uFFFD')] = storable(v, depth + 1);
-    return out;
+    // fromEntries defines own properties, so a key named `__proto__` stays data.
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k.replace(UNSTORABLE, '\uFFFD'), storable(v, depth + 1)]));
   }
   return null;
 }
