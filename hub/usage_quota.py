@@ -62,8 +62,11 @@ def make_usage_quota_hook(url, token, fail_open=True, timeout=5.0, chain=None):
                 503, "The usage service could not check your budget, so new servers cannot start right now."
             )
         if not allowed:
-            message = body.get("message") or "Your usage budget is used up."
+            message = body.get("message")
+            if not isinstance(message, str) or not message.strip():
+                message = "Your usage budget is used up, so no new server can be started. If you need more, ask your instructor or a hub admin."
             spawner.log.info("usage quota refused a spawn for %s", name)
-            raise web.HTTPError(403, str(message))
+            # The message is an argument, never a format string (it may carry a '%' from a group name).
+            raise web.HTTPError(403, "%s", message)
 
     return usage_quota_hook

@@ -3,9 +3,11 @@ import type { BuildOptions, ServiceDefinition } from '@hubside/service-kit';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Kysely } from 'kysely';
-import { configSchema, pollIntervalMs, prometheusUrl } from './config.js';
+import { configSchema, pollIntervalMs, prometheusUrl, resolveConfig } from './config.js';
 import { dashboards } from './dashboard/index.js';
-import type { UsageCollectorConfig } from './config.js';
+import type { UsageCollectorConfig, UsageCollectorSection } from './config.js';
+import type { Community } from '@hubside/service-kit';
+import { references } from './references.js';
 import { migrations } from './migrations/index.js';
 import { usagePoller } from './poller.js';
 import { usageRoutes } from './routes.js';
@@ -19,12 +21,16 @@ declare module 'fastify' {
 }
 
 export { configSchema } from './config.js';
-export type { UsageCollectorConfig } from './config.js';
+export type { UsageCollectorConfig, UsageCollectorSection } from './config.js';
+export { references } from './references.js';
 
 export interface UsageCollectorOptions {
   /** Route prefix, e.g. /services/usage-collector/ (not `prefix`: Fastify would apply that a second time). */
   routePrefix: string;
-  config: UsageCollectorConfig;
+  /** The section, or the section already resolved with the community (see `resolveConfig`). */
+  config: UsageCollectorSection | UsageCollectorConfig;
+  /** The community model (currency, admins, courses); default: none (the section's currency). */
+  community?: Community;
   /** Poll interval; default from HUBSIDE_POLL_INTERVAL or `pollSeconds`. */
   pollIntervalMs?: number;
   /** Start polling on ready (default true); tests call `app.usagePoller.pollOnce()` instead. */
@@ -34,9 +40,13 @@ export interface UsageCollectorOptions {
 }
 
 /** The usage-collector: poller, pricing, budgets and the usage API, as one Fastify plugin. */
-const usageCollectorPlugin: FastifyPluginAsync<UsageCollectorOptions> = async (app, opts) => {
+const usageCollectorPlugin: FastifyPluginAsync<UsageCollectorOptions> = async (app, raw) => {
+  const opts = { ...raw, config: resolveConfig(raw.config, raw.community) };
   // Rate cards and budgets: the community file's at first, then as admins edit them (settings.ts).
-  const settings = createSettingsStore(app.db as Kysely<SettingsDB>, opts.config);
+  const settings = createSettingsStore(app.db as Kysely<SettingsDB>, opts.config, {
+    onInvalid: (skipped, inForce) =>
+      app.log.error({ skipped, inForce }, 'stored rate cards and budgets are not valid; the newest valid version (or the community file) is in force until an admin saves a valid one'),
+  });
   app.decorate('usageSettings', settings);
   app.addHook('onReady', () => settings.init());
   await app.register(usagePoller, {
@@ -54,15 +64,16 @@ const usageCollector = fp(usageCollectorPlugin, { name: 'hubside-usage-collector
 export default usageCollector;
 
 export async function buildApp(
-  opts: BuildOptions<UsageCollectorConfig> & { pollIntervalMs?: number; autoPoll?: boolean },
+  opts: BuildOptions<UsageCollectorSection> & { pollIntervalMs?: number; autoPoll?: boolean },
 ): Promise<FastifyInstance> {
-  // Read the interval before any I/O, so a bad HUBSIDE_POLL_INTERVAL fails fast as a config error.
-  const intervalMs = opts.pollIntervalMs ?? pollIntervalMs(opts.config);
+  // Read the interval and the currency before any I/O, so a bad one fails fast as a config error.
+  const config = resolveConfig(opts.config, opts.community);
+  const intervalMs = opts.pollIntervalMs ?? pollIntervalMs(config);
   // The student dashboard is the service's home page, in place of service-kit's landing page.
   const app = await createServiceApp({ ...opts, landingPage: false, database: { schema: schemaFor('usage-collector'), migrations } });
   await app.register(usageCollector, {
     routePrefix: opts.settings.prefix,
-    config: opts.config,
+    config,
     pollIntervalMs: intervalMs,
     ...(opts.autoPoll !== undefined ? { autoPoll: opts.autoPoll } : {}),
   });
@@ -74,4 +85,5 @@ export const service: ServiceDefinition<typeof configSchema> = {
   configSchema,
   migrations,
   build: buildApp,
+  references,
 };

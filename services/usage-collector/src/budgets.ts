@@ -3,7 +3,7 @@ import type { Kysely } from 'kysely';
 import type { FastifyBaseLogger } from 'fastify';
 import { entryOf } from './config.js';
 import type { Budget, UsageCollectorConfig } from './config.js';
-import { chargeUser, hoursOf, monthStart, roundMoney, sortCards } from './pricing.js';
+import { chargeUser, hoursOf, monthStart, nextMonth, roundMoney, sortCards } from './pricing.js';
 import { loadUsage } from './usage-source.js';
 import type { UsageDB } from './usage.table.js';
 
@@ -98,8 +98,23 @@ export function quotaFrom(evaluated: readonly Evaluated[], currency: string): Qu
     limit: new Decimal(worst.budget.limit).toFixed(2),
     unit: worst.budget.unit,
     window: worst.budget.window === 'month' ? 'month' : `rolling-${worst.budget.days}d`,
-    message: over ? `${fmt(worst, currency)}: the budget is used up, so no new server can be started.` : `${fmt(worst, currency)}.`,
+    message: over ? refusal(worst, currency) : `${fmt(worst, currency)}.`,
   };
+}
+
+/**
+ * What a student reads on the spawn page when the hub refuses a server (the hook passes it on
+ * verbatim): whose budget, how much of it, when it frees up, and whom to ask.
+ */
+function refusal(e: Evaluated, currency: string): string {
+  const unit = e.budget.unit === 'hours' ? 'hours' : currency;
+  const amount = `${e.used.toFixed(2)} of ${new Decimal(e.budget.limit).toFixed(2)} ${unit}`;
+  const whose = e.subjectKind === 'user' ? 'You have used' : `Your group ${JSON.stringify(e.subject)} has used`;
+  const when =
+    e.budget.window === 'month'
+      ? `this month, so no new server can be started until the budget renews on ${new Date(nextMonth(e.windowStart.getTime())).toISOString().slice(0, 10)} (UTC)`
+      : `in the last ${e.budget.days} days, so no new server can be started until older usage leaves that ${e.budget.days}-day window`;
+  return `${whose} ${amount} ${when}: the budget is used up. If you need more, ask your instructor or a hub admin.`;
 }
 
 /** Record 75/90/100 % warnings once per subject, threshold and window; POST new ones to the webhook. */
@@ -144,9 +159,22 @@ export async function recordWarnings(
   return fresh;
 }
 
-export async function listEvents(db: Kysely<UsageDB>, opts: { subjects?: string[] } = {}) {
+/**
+ * Budget events, all or only those of the given users and groups. A subject is its kind and its
+ * name together: a user named like a group (`chem-201`) never sees the group's events.
+ */
+export async function listEvents(db: Kysely<UsageDB>, opts: { only?: { users: readonly string[]; groups: readonly string[] } } = {}) {
   let q = db.selectFrom('budget_events').selectAll().orderBy('id');
-  if (opts.subjects) q = q.where('subject', 'in', opts.subjects.length ? opts.subjects : ['\u0000']);
+  if (opts.only) {
+    const { users, groups } = opts.only;
+    if (users.length === 0 && groups.length === 0) return [];
+    q = q.where((eb) =>
+      eb.or([
+        ...(users.length ? [eb.and([eb('subject_kind', '=', 'user'), eb('subject', 'in', [...users])])] : []),
+        ...(groups.length ? [eb.and([eb('subject_kind', '=', 'group'), eb('subject', 'in', [...groups])])] : []),
+      ]),
+    );
+  }
   const rows = await q.limit(1000).execute();
   return rows.map((r) => ({ subject_kind: r.subject_kind, subject: r.subject, threshold: r.threshold, window: r.window_start, used: r.used, limit: r.limit_value, unit: r.unit, at: new Date(r.at).toISOString() }));
 }

@@ -1,2 +1,3 @@
-export { buildApp, configSchema, default, service } from './app.js';
+export { buildApp, configSchema, default, references, service } from './app.js';
+export { LIMITS, resolveConfig } from './config.js';
 export { migrations } from './migrations/index.js';

@@ -3,7 +3,9 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Kysely } from 'kysely';
 import { Counter, Gauge, Histogram } from 'prom-client';
-import { entryOf } from './config.js';
+import { hubName } from '@hubside/service-kit';
+import { z } from 'zod';
+import { entryOf, resourcesSchema } from './config.js';
 import type { UsageCollectorConfig } from './config.js';
 import { evaluateBudgets, recordWarnings } from './budgets.js';
 import { queryMeasured, storeMeasured } from './measured.js';
@@ -36,8 +38,55 @@ export interface PollerOptions {
   prometheusUrl?: string | undefined;
 }
 
+/**
+ * What the hub's pre-spawn hook recorded in `user_options.hubside` (docs/community-model.md):
+ * profile-api's resolve answer. Anything else there (a request that carried its own `hubside`
+ * before the hook overwrote it, an older hook, a hand-made server) is not trusted: the session
+ * falls back to the section's profile map, and the poll goes on.
+ */
+const hubsideSchema = z.object({
+  profile: hubName.optional(),
+  price_per_hour: z.string().regex(/^\d{1,12}(\.\d{1,10})?$/),
+  currency: z.string().regex(/^[A-Z]{3}$/),
+  // Not strict: a newer profile-api may add a resource; the ones we price must be valid.
+  resources: z.object(resourcesSchema.shape),
+  profile_version: z.number().int().nonnegative().optional(),
+});
+export type RecordedSpawn = z.output<typeof hubsideSchema>;
+
+/** The recorded spawn of a server, or why there is none to use. */
+export function recordedSpawn(options: Record<string, unknown>, currency: string): { ok: true; spawn: RecordedSpawn } | { ok: false; reason: string | null } {
+  if (!Object.hasOwn(options, 'hubside')) return { ok: false, reason: null };
+  const parsed = hubsideSchema.safeParse(options.hubside);
+  if (!parsed.success) return { ok: false, reason: `user_options.hubside is not valid: ${parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}` };
+  if (parsed.data.currency !== currency) return { ok: false, reason: `user_options.hubside.currency ${parsed.data.currency} is not the community's ${currency}` };
+  return { ok: true, spawn: parsed.data };
+}
+
+/** The most of a server's `user_options` kept on its session; a bigger one keeps only what pricing reads. */
+export const MAX_USER_OPTIONS_CHARS = 16_384;
+// eslint-disable-next-line no-control-regex
+const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * A copy of what a person put in `user_options` that PostgreSQL can store: a NUL or a lone
+ * surrogate in any string or key (JSON allows both, jsonb and text refuse them) becomes U+FFFD, and
+ * nesting stops at a depth of 8. Without this, one user's options would fail every poll.
+ */
+export function storable(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return value.replace(UNSTORABLE, '\uFFFD');
+  if (value === null || typeof value === 'number' || typeof value === 'boolean') return value;
+  if (depth >= 8) return null;
+  if (Array.isArray(value)) return value.map((v) => storable(v, depth + 1));
+  if (typeof value === 'object') {
+    // fromEntries defines own properties, so a key named `__proto__` stays data.
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k.replace(UNSTORABLE, '\uFFFD'), storable(v, depth + 1)]));
+  }
+  return null;
+}
+
 /** Turn the hub's model of a user into the servers that count as running. */
-export function observe(user: HubUser, config: UsageCollectorConfig): ObservedServer[] {
+export function observe(user: HubUser, config: UsageCollectorConfig, onBad?: (user: string, server: string, reason: string) => void): ObservedServer[] {
   if (!user.servers) {
     throw new Error('the hub returned users without `servers`: the service token needs read:servers (and list:users, read:users)');
   }
@@ -47,17 +96,29 @@ export function observe(user: HubUser, config: UsageCollectorConfig): ObservedSe
     if (!server.started || (server.pending === 'spawn' && !server.ready)) continue;
     const started = new Date(server.started.endsWith('Z') || /[+-]\d\d:\d\d$/.test(server.started) ? server.started : `${server.started}Z`);
     if (Number.isNaN(started.getTime())) continue;
-    const options = server.user_options && typeof server.user_options === 'object' ? server.user_options : {};
-    const slug = options[config.profileOption];
-    const profile = typeof slug === 'string' && slug.length > 0 && slug.length <= 200 ? slug : null;
+    const raw = server.user_options && typeof server.user_options === 'object' && !Array.isArray(server.user_options) ? server.user_options : {};
+    const slug = raw[config.profileOption];
+    const chosen = typeof slug === 'string' && hubName.safeParse(slug).success && slug.length <= 200 ? slug : null;
+    let options = storable(raw) as Record<string, unknown>;
+    if (JSON.stringify(options).length > MAX_USER_OPTIONS_CHARS) {
+      options = { [config.profileOption]: chosen, ...(Object.hasOwn(raw, 'hubside') ? { hubside: storable(raw.hubside) } : {}), _truncated: true };
+      if (JSON.stringify(options).length > MAX_USER_OPTIONS_CHARS) options = { [config.profileOption]: chosen, _truncated: true };
+    }
+    const recorded = recordedSpawn(raw, config.currency);
+    if (!recorded.ok && recorded.reason) onBad?.(user.name, name, recorded.reason);
+    const profile = recorded.ok ? (recorded.spawn.profile ?? chosen) : chosen;
+    // Exact decimal, as the hub recorded it (a string: no binary float on the way).
+    const resources = recorded.ok
+      ? { ...recorded.spawn.resources, pricePerHour: recorded.spawn.price_per_hour }
+      : ((profile !== null ? entryOf(config.profiles, profile) : undefined) ?? config.defaultResources);
     out.push({
       user: user.name,
       server: name,
       started,
       profile,
       userOptions: options,
-      resources: (profile !== null ? entryOf(config.profiles, profile) : undefined) ?? config.defaultResources,
-      groups: [...(user.groups ?? [])].sort(),
+      resources,
+      groups: [...(user.groups ?? [])].map((g) => (storable(g) as string)).sort(),
       lastActivity: server.last_activity ? new Date(server.last_activity) : null,
     });
   }
@@ -74,8 +135,10 @@ async function registerPoller(fastify: FastifyInstance, opts: PollerOptions): Pr
   const running = new Gauge({ name: 'hubside_usage_running_servers', help: 'Servers running at the last poll', registers: [registry] });
   const byGroup = new Gauge({ name: 'hubside_usage_running_servers_by_group', help: 'Servers running at the last poll, per hub group', labelNames: ['group'], registers: [registry] });
   const sessionsOpened = new Counter({ name: 'hubside_usage_sessions_opened_total', help: 'Sessions first seen', registers: [registry] });
+  const badSpawns = new Counter({ name: 'hubside_usage_unusable_spawn_records_total', help: 'Servers seen whose user_options.hubside could not be used', registers: [registry] });
   const sessionsClosed = new Counter({ name: 'hubside_usage_sessions_closed_total', help: 'Sessions seen to stop', registers: [registry] });
 
+  const warned = new Set<string>();
   let chain: Promise<unknown> = Promise.resolve();
   let timer: NodeJS.Timeout | undefined;
   let closing = false;
@@ -91,7 +154,15 @@ async function registerPoller(fastify: FastifyInstance, opts: PollerOptions): Pr
         const users = new Map<string, string[]>();
         // The whole listing must succeed before anything is written: a partial one would close sessions that still run.
         for await (const user of hub.listUsers({ state: 'active' })) {
-          const servers = observe(user, opts.config);
+          const servers = observe(user, opts.config, (u, server, reason) => {
+            // Once per server and process, not at every poll.
+            const key = JSON.stringify([u, server]);
+            if (warned.has(key)) return;
+            if (warned.size > 10_000) warned.clear();
+            warned.add(key);
+            badSpawns.inc();
+            fastify.log.warn({ user: u, server, reason }, 'a server without a usable recorded spawn price: priced by the rate card instead');
+          });
           observed.push(...servers);
           if (servers.length > 0) users.set(user.name, [...(user.groups ?? [])]);
         }

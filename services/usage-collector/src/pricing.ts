@@ -99,7 +99,12 @@ export function dayStart(t: number): number {
 function requestPrice(card: RateCard, profile: string | null, r: Resources): Decimal {
   let byKey = prices.get(card);
   if (!byKey) prices.set(card, (byKey = new Map()));
-  const key = card.mode === 'profile-hour' ? `p\u0000${profile ?? ''}` : `r\u0000${r.cpuGuarantee}\u0000${r.memGuaranteeGiB}\u0000${r.gpus}`;
+  const key =
+    card.mode === 'profile-hour'
+      ? r.pricePerHour !== undefined
+        ? `h\u0000${r.pricePerHour}`
+        : `p\u0000${profile ?? ''}`
+      : `r\u0000${r.cpuGuarantee}\u0000${r.memGuaranteeGiB}\u0000${r.gpus}`;
   let price = byKey.get(key);
   if (!price) byKey.set(key, (price = computePrice(card, profile, r)));
   return price;
@@ -107,6 +112,8 @@ function requestPrice(card: RateCard, profile: string | null, r: Resources): Dec
 
 function computePrice(card: RateCard, profile: string | null, r: Resources): Decimal {
   if (card.mode === 'profile-hour') {
+    // The price the spawn page showed, recorded by the hub's pre-spawn hook, is the price billed.
+    if (r.pricePerHour !== undefined && /^\d{1,12}(\.\d{1,10})?$/.test(r.pricePerHour)) return new Decimal(r.pricePerHour);
     const price = (profile !== null ? entryOf(card.profileHour, profile) : undefined) ?? card.defaultProfileHour;
     return new Decimal(price);
   }
@@ -179,7 +186,11 @@ export class Tally {
     this.seconds += seconds;
     if (!card || billed === 0) return;
     this.billedSeconds += billed;
-    const key = card.mode === 'profile-hour' ? `${card.id}\u0000${profile ?? ''}` : `${card.id}\u0000${resources.cpuGuarantee}\u0000${resources.memGuaranteeGiB}\u0000${resources.gpus}`;
+    // A recorded spawn price is its own bucket: two sessions of one profile may have been sold at two prices.
+    const key =
+      card.mode === 'profile-hour'
+        ? `${card.id}\u0000${profile ?? ''}\u0000${resources.pricePerHour ?? ''}`
+        : `${card.id}\u0000${resources.cpuGuarantee}\u0000${resources.memGuaranteeGiB}\u0000${resources.gpus}`;
     const b = this.buckets.get(key);
     if (b) b.billed += billed;
     else this.buckets.set(key, { card, profile, resources, billed });

@@ -112,7 +112,14 @@ export async function rollupSessions(
       for (const [user, list] of loaded) {
         for (const s of list) {
           if (!wanted.has(JSON.stringify([user, s.start.getTime(), s.end.getTime()]))) continue;
-          const resources = JSON.stringify({ cpuGuarantee: s.resources.cpuGuarantee, cpuLimit: s.resources.cpuLimit, memGuaranteeGiB: s.resources.memGuaranteeGiB, memLimitGiB: s.resources.memLimitGiB, gpus: s.resources.gpus });
+          const resources = JSON.stringify({
+            cpuGuarantee: s.resources.cpuGuarantee,
+            cpuLimit: s.resources.cpuLimit,
+            memGuaranteeGiB: s.resources.memGuaranteeGiB,
+            memLimitGiB: s.resources.memLimitGiB,
+            gpus: s.resources.gpus,
+            ...(s.resources.pricePerHour !== undefined ? { pricePerHour: s.resources.pricePerHour } : {}),
+          });
           const profile = s.profile ?? '';
           for (const piece of dayPieces(s, -Infinity, Infinity, sorted)) {
             const day = new Date(piece.day).toISOString().slice(0, 10);

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Kysely } from 'kysely';
-import { createError } from '@hubside/service-kit';
+import { createError, hubName } from '@hubside/service-kit';
 import { Decimal } from 'decimal.js';
 import { z } from 'zod';
 import { maySeeGroup, maySeeUser, visibilityOf } from './access.js';
@@ -28,7 +28,8 @@ const MIN_T = Date.UTC(2000, 0, 1);
 const MAX_T = Date.UTC(2100, 0, 1);
 const MAX_RANGE_DAYS = 400;
 // JupyterHub names are free text, but not unbounded; anything longer is certainly no hub user.
-const name = z.string().min(1).max(255);
+// A hub name: no NUL (PostgreSQL can't compare with it) or lone surrogate, at most 255 characters.
+const name = hubName;
 
 const instant = z
   .string()
@@ -93,7 +94,8 @@ const sessionResponse = z.object({
   server: z.string(),
   profile: z.string().nullable(),
   user_options: z.record(z.string(), z.unknown()),
-  resources: z.record(z.string(), z.number()),
+  /** Numbers, and `pricePerHour` (a decimal string) when the hub recorded the spawn price. */
+  resources: z.record(z.string(), z.union([z.number(), z.string()])),
   started: z.string(),
   last_activity: z.string().nullable(),
   last_seen: z.string(),
@@ -325,7 +327,7 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
           server: r.server_name,
           profile: r.profile,
           user_options: r.user_options,
-          resources: r.resources as unknown as Record<string, number>,
+          resources: r.resources as unknown as Record<string, number | string>,
           started: r.started.toISOString(),
           last_activity: r.last_activity?.toISOString() ?? null,
           last_seen: r.last_seen.toISOString(),
@@ -360,7 +362,7 @@ async function routes(fastify: FastifyInstance, opts: RoutesOptions): Promise<vo
   });
   app.get(`${prefix}api/events`, { schema: { response: { 200: eventsResponse } } }, async (request) => {
     const v = visibilityOf(request.hubUser!, config);
-    return { events: await listEvents(db, v.all ? {} : { subjects: [v.self, ...v.groups] }) };
+    return { events: await listEvents(db, v.all ? {} : { only: { users: v.self ? [v.self] : [], groups: [...v.groups] } }) };
   });
 }
 

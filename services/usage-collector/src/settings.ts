@@ -13,17 +13,20 @@ import { createHash } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { sql } from 'kysely';
 import { z } from 'zod';
-import { budgetsSchema, rateCardSchema, uniqueCardDates } from './config.js';
+import { budgetsSchema, rateCardsSchema, safeText, uniqueCardDates } from './config.js';
 import type { UsageCollectorConfig } from './config.js';
 
 export const editableSettingsSchema = z
   .object({
-    rateCards: z.array(rateCardSchema).max(200),
+    rateCards: rateCardsSchema,
     budgets: budgetsSchema,
   })
   .strict()
   .superRefine((s, ctx) => uniqueCardDates(s.rateCards, ctx));
 export type EditableSettings = z.output<typeof editableSettingsSchema>;
+
+/** A version note (free text, stored as text: no NUL, no lone surrogate). */
+export const noteSchema = safeText(500);
 
 export const FILE_SOURCE = 'community file';
 export const DASHBOARD_SOURCE = 'dashboard';
@@ -51,10 +54,20 @@ export interface SettingsVersion {
   settings: EditableSettings;
 }
 
+/** A stored version that no longer passes the schema (stored by an older release, or by hand). */
+export interface SkippedVersion {
+  id: number;
+  reason: string;
+}
+
 /** The settings in force: a version, and the whole configuration it makes with the community file. */
 export interface LiveSettings {
   version: SettingsVersion;
   config: UsageCollectorConfig;
+  /** The newest stored version (what a save must name in If-Match); `version.id` unless it was skipped. */
+  newest: number;
+  /** Newer versions passed over because they are not valid: the one in force is the newest valid one, else the file's. */
+  skipped: SkippedVersion[];
 }
 
 export function editableOf(config: UsageCollectorConfig): EditableSettings {
@@ -68,7 +81,11 @@ function hashOf(s: EditableSettings): string {
 
 export type SaveResult = { saved: true; version: SettingsVersion } | { saved: false; current: number };
 
-export function createSettingsStore(db: Kysely<SettingsDB>, file: UsageCollectorConfig, opts: { ttlMs?: number } = {}) {
+export function createSettingsStore(
+  db: Kysely<SettingsDB>,
+  file: UsageCollectorConfig,
+  opts: { ttlMs?: number; onInvalid?: (skipped: SkippedVersion[], inForce: number) => void } = {},
+) {
   const ttlMs = opts.ttlMs ?? 1_000;
   const fromFile = editableOf(file);
   const fileHash = hashOf(fromFile);
@@ -76,11 +93,48 @@ export function createSettingsStore(db: Kysely<SettingsDB>, file: UsageCollector
   const built = new Map<number, LiveSettings>();
   let cached: { at: number; value: Promise<LiveSettings> } | undefined;
 
-  function live(row: SettingsTable | undefined): LiveSettings {
-    const id = row ? Number(row.id) : 0;
-    const hit = built.get(id);
+  /** A stored version's settings, or why they can't be used. */
+  function parseRow(row: SettingsTable): { ok: true; settings: EditableSettings } | { ok: false; reason: string } {
+    let raw: unknown;
+    try {
+      raw = typeof row.settings === 'string' ? JSON.parse(row.settings) : row.settings;
+    } catch {
+      return { ok: false, reason: 'not JSON' };
+    }
+    const parsed = editableSettingsSchema.safeParse(raw);
+    if (parsed.success) return { ok: true, settings: parsed.data };
+    return { ok: false, reason: parsed.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || '(top)'}: ${i.message}`).join('; ') };
+  }
+
+  /**
+   * The newest version that is valid, so a version stored before a limit existed (or written by
+   * hand) never makes reads fail: the ones passed over are named, and the newest id stays what a
+   * save must name, so an admin can save a valid version on top.
+   */
+  async function resolve(top: SettingsTable | undefined): Promise<LiveSettings> {
+    const newestId = top ? Number(top.id) : 0;
+    const hit = built.get(newestId);
     if (hit) return hit;
-    const settings = row ? editableSettingsSchema.parse(typeof row.settings === 'string' ? JSON.parse(row.settings) : row.settings) : fromFile;
+    const skipped: SkippedVersion[] = [];
+    let row = top;
+    let parsed = row ? parseRow(row) : undefined;
+    // Walk back a bounded number of versions; past that, the community file is in force.
+    for (let steps = 0; row && parsed && !parsed.ok && steps < 50; steps += 1) {
+      skipped.push({ id: Number(row.id), reason: parsed.reason });
+      row = await db.selectFrom('usage_settings').selectAll().where('id', '<', Number(row.id)).orderBy('id', 'desc').limit(1).executeTakeFirst();
+      parsed = row ? parseRow(row) : undefined;
+    }
+    if (parsed && !parsed.ok) row = undefined;
+    const value = live(row, row && parsed?.ok ? parsed.settings : fromFile, newestId, skipped);
+    if (skipped.length) opts.onInvalid?.(skipped, value.version.id);
+    built.set(newestId, value);
+    // Versions change rarely; keep the last few.
+    while (built.size > 8) built.delete(built.keys().next().value!);
+    return value;
+  }
+
+  function live(row: SettingsTable | undefined, settings: EditableSettings, newestId: number, skipped: SkippedVersion[]): LiveSettings {
+    const id = row ? Number(row.id) : 0;
     const version: SettingsVersion = {
       id,
       source: row?.source ?? FILE_SOURCE,
@@ -94,11 +148,7 @@ export function createSettingsStore(db: Kysely<SettingsDB>, file: UsageCollector
       rateCards: settings.rateCards,
       budgets: { ...settings.budgets, ...(file.budgets.webhook ? { webhook: file.budgets.webhook } : {}) },
     };
-    const value = { version, config };
-    built.set(id, value);
-    // Versions change rarely; keep the last few.
-    while (built.size > 8) built.delete(built.keys().next().value!);
-    return value;
+    return { version, config, newest: newestId, skipped };
   }
 
   async function newest(): Promise<SettingsTable | undefined> {
@@ -146,7 +196,7 @@ export function createSettingsStore(db: Kysely<SettingsDB>, file: UsageCollector
     /** The settings in force, read at most every `ttlMs` (a save here is seen at once). */
     current(): Promise<LiveSettings> {
       if (cached && Date.now() - cached.at < ttlMs) return cached.value;
-      const value = newest().then(live);
+      const value = newest().then(resolve);
       cached = { at: Date.now(), value };
       value.catch(() => {
         if (cached?.value === value) cached = undefined;

@@ -4,6 +4,7 @@
  * `hub.jupyter.org/username`, so `alice` never picks up `alice2`'s pod.
  */
 import { spawn } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -24,6 +25,17 @@ const PODS = [
   { pod: 'jupyter-alice2', user: 'alice2', cores: 2, request: 2, mem: 4_000_000_000 },
   { pod: 'jupyter-e-2eo-40x', user: 'é.o@x', cores: 1, request: 1, mem: 2_000_000_000 },
 ];
+
+const PROMETHEUS = '/usr/bin/prometheus';
+
+/** Fails at once, naming what to install, instead of waiting a minute for a server that never starts. */
+function requirePrometheus(): void {
+  try {
+    accessSync(PROMETHEUS, constants.X_OK);
+  } catch {
+    throw new Error(`${PROMETHEUS} is missing: this test runs a real Prometheus; install the Debian package \`prometheus\` (apt-get install -y prometheus)`);
+  }
+}
 
 let exporter: ChildProcess;
 let prom: ChildProcess;
@@ -57,6 +69,7 @@ server.listen(Number(process.argv[1]), '127.0.0.1');
 `;
 
 beforeAll(async () => {
+  requirePrometheus();
   tdb = await createTestDatabase({ schemas: ['usage_collector'] });
   database = await createDatabase({ databaseUrl: tdb.databaseUrl, dataDir: tdb.dataDir, schema: 'usage_collector' });
   await migrate(database, migrations);
@@ -69,7 +82,11 @@ beforeAll(async () => {
   );
   const port = await freePort();
   promUrl = `http://127.0.0.1:${port}/`;
-  prom = spawn('/usr/bin/prometheus', [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`], { stdio: 'ignore' });
+  prom = spawn(PROMETHEUS, [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`], { stdio: 'ignore' });
+  // A Prometheus that can't start fails the wait at once, with why.
+  const exited = new AbortController();
+  prom.once('error', (err) => exited.abort(new Error(`could not start ${PROMETHEUS}: ${err.message}`)));
+  prom.once('exit', (code, signal) => exited.abort(new Error(`${PROMETHEUS} exited (${signal ?? `code ${code}`}) before it scraped the exporter`)));
   await waitFor(
     async () => {
       try {
@@ -79,7 +96,7 @@ beforeAll(async () => {
         return false;
       }
     },
-    { timeoutMs: 60_000, intervalMs: 500, what: 'Prometheus to have scraped the exporter twice' },
+    { timeoutMs: 60_000, intervalMs: 500, what: 'Prometheus to have scraped the exporter twice', signal: exited.signal },
   );
 }, 90_000);
 

@@ -7,7 +7,7 @@ import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { evaluateBudgets } from '../src/budgets.js';
-import { configSchema } from '../src/config.js';
+import { configSchema, resolveConfig } from '../src/config.js';
 import type { Resources, UsageCollectorConfig } from '../src/config.js';
 import { storeMeasured } from '../src/measured.js';
 import { buildStatement, monthStart, sortCards } from '../src/pricing.js';
@@ -63,9 +63,9 @@ async function statement(config: UsageCollectorConfig, from: number, to: number,
 }
 
 describe('resource-hour pricing of max(request, measured use)', () => {
-  const config = configSchema.parse({
+  const config = resolveConfig(configSchema.parse({
     rateCards: [{ id: 'r', effectiveFrom: '2026-01-01', mode: 'resource-hour', cpuHour: '0.25', gibHour: '0.01', incrementSeconds: 60 }],
-  });
+  }));
 
   it('equals a hand-computed fixture to the cent, with two servers sharing one user’s samples', async () => {
     // A: 10:00-12:00, 1 CPU + 2 GiB requested. B (named): 10:00-11:00, 1 CPU, no memory request.
@@ -99,14 +99,14 @@ describe('resource-hour pricing of max(request, measured use)', () => {
 describe('statements from rollups', () => {
   // Two cards (the second from the 15th, with another increment), a monthly allowance, three
   // groups, the split rule, sessions across midnight and month ends, measured samples.
-  const config = configSchema.parse({
+  const config = resolveConfig(configSchema.parse({
     currency: 'EUR',
     rateCards: [
       { id: 'a', effectiveFrom: '2026-01-01', mode: 'resource-hour', cpuHour: '0.031', gibHour: '0.0043', gpuHour: '0.9', incrementSeconds: 60, freeAllowancePerMonth: '0.75' },
       { id: 'b', effectiveFrom: '2026-10-15', mode: 'resource-hour', cpuHour: '0.037', gibHour: '0.0041', gpuHour: '1.1', incrementSeconds: 900, freeAllowancePerMonth: '0.75' },
     ],
     attribution: { rule: 'split', groupOrder: ['phys'] },
-  });
+  }));
   const users = ['ann', 'ben', 'cat', 'dan', 'eve', 'fay', 'gus', 'hal', 'ida'];
   // These two have no measured samples: their raw sessions are summed in SQL, the others' in code.
   const unmeasured = new Set(['hal', 'ida']);
@@ -167,7 +167,7 @@ describe('statements from rollups', () => {
 
   it('month budgets read the rollups as they read raw sessions', async () => {
     await fixture();
-    const budgeted = configSchema.parse({ ...config, budgets: { default: { limit: '3', window: 'month' }, groups: { chem: { limit: '2', unit: 'hours' } } } });
+    const budgeted = { ...config, budgets: configSchema.parse({ budgets: { default: { limit: '3', window: 'month' }, groups: { chem: { limit: '2', unit: 'hours' } } } }).budgets };
     const now = T('2026-10-31T12:00:00Z');
     const view = (e: Awaited<ReturnType<typeof evaluateBudgets>>) => e.map((x) => [x.subject, x.used.toFixed(4)]);
     const before = view(await evaluateBudgets(db, budgeted, 'cat', ['chem', 'phys'], now));

@@ -5,7 +5,7 @@
  */
 import type { Kysely } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { configSchema } from '../src/config.js';
+import { configSchema, resolveConfig } from '../src/config.js';
 import { createSettingsStore, editableOf } from '../src/settings.js';
 import type { SettingsDB } from '../src/settings.js';
 import { openUsageDatabase } from './fixtures/database.js';
@@ -14,12 +14,12 @@ import type { UsageDatabase } from './fixtures/database.js';
 let usage: UsageDatabase;
 let db: Kysely<SettingsDB>;
 
-const fileA = configSchema.parse({
+const fileA = resolveConfig(configSchema.parse({
   currency: 'EUR',
   rateCards: [{ id: 'a', effectiveFrom: '2026-01-01', profileHour: { small: '0.10' } }],
   budgets: { default: { limit: '20' }, webhook: 'https://hooks.example.org/budget' },
-});
-const fileB = configSchema.parse({ ...fileA, rateCards: [{ id: 'b', effectiveFrom: '2026-01-01', profileHour: { small: '0.12' } }], budgets: { default: { limit: '25' } } });
+}));
+const fileB = resolveConfig(configSchema.parse({ currency: 'EUR', rateCards: [{ id: 'b', effectiveFrom: '2026-01-01', profileHour: { small: '0.12' } }], budgets: { default: { limit: '25' } } }));
 
 beforeAll(async () => {
   usage = await openUsageDatabase();

@@ -469,7 +469,7 @@
       try {
         const r = await api('api/dashboard/settings', {
           method: 'PUT',
-          headers: { 'content-type': 'application/json', 'if-match': `"v${settings.version}"` },
+          headers: { 'content-type': 'application/json', 'if-match': `"v${settings.newest ?? settings.version}"` },
           body: JSON.stringify({ editable: parsed, note: note.value }),
         });
         // Reload the view: figures, budgets at risk and this form now follow the new version.
@@ -490,6 +490,15 @@
         { id: 'settings-version' },
         `Version ${settings.version}, from the ${settings.source} (${settings.author === settings.source ? '' : `${settings.author}, `}${when(settings.created_at)} UTC)${settings.note ? `: ${settings.note}` : ''}.`,
       ),
+      ...(settings.skipped?.length
+        ? [
+            h(
+              'p',
+              { id: 'settings-skipped', class: 'bad', role: 'alert' },
+              `Not in force because not valid: ${settings.skipped.map((v) => `version ${v.id} (${v.reason})`).join('; ')}. Save a valid version to replace it.`,
+            ),
+          ]
+        : []),
       h(
         'p',
         { id: 'settings-help' },

@@ -6,6 +6,9 @@
 import { Decimal } from 'decimal.js';
 import { entryOf } from '../config.js';
 import type { Budget, RateCard, UsageCollectorConfig } from '../config.js';
+
+/** Days ahead a budget's run-out date is projected; further out it is shown as not running out. */
+export const RUN_OUT_HORIZON_DAYS = 366;
 import { DAY_MS, Tally, chargeUser, dayPieces, dayStart, hoursOf, monthStart, nextMonth, roundMoney } from '../pricing.js';
 import type { PricedSession, RolledUsage } from '../pricing.js';
 
@@ -177,5 +180,7 @@ export function runsOut(b: Budget, used: Decimal, now: number): string | null {
   if (used.isZero() || elapsed <= 0) return null;
   const at = now + limit.minus(used).div(used.div(elapsed)).toNumber();
   if (b.window === 'month' && at >= nextMonth(now)) return null;
+  // A projection beyond a year says nothing (and far enough out is no date at all: +050342-11-06, then a RangeError).
+  if (!Number.isFinite(at) || at - now > RUN_OUT_HORIZON_DAYS * DAY_MS) return null;
   return new Date(Math.round(at)).toISOString();
 }

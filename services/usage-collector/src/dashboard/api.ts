@@ -4,7 +4,8 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { createError } from '@hubside/service-kit';
+import { HubUnavailableError } from '@hubside/hub-client';
+import { createError, hubName } from '@hubside/service-kit';
 import { z } from 'zod';
 import { maySeeGroup, visibilityOf } from '../access.js';
 import type { Visibility } from '../access.js';
@@ -12,7 +13,7 @@ import { entryOf } from '../config.js';
 import type { UsageCollectorConfig } from '../config.js';
 import { csvLine } from '../csv.js';
 import type { SessionsRepository } from '../sessions-repository.js';
-import { editableSettingsSchema } from '../settings.js';
+import { editableSettingsSchema, noteSchema } from '../settings.js';
 import type { SettingsStore } from '../settings.js';
 import { MAX_SHARE_DAYS } from './shares.js';
 import type { SharesService } from './shares.js';
@@ -34,7 +35,8 @@ function versionOf(header: string | string[] | undefined): number | undefined {
 }
 
 const MAX_RANGE_DAYS = 400;
-const name = z.string().min(1).max(255);
+// A hub name: no NUL (PostgreSQL can't compare with it) or lone surrogate, at most 255 characters.
+const name = hubName;
 const day = z
   .string()
   .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date, YYYY-MM-DD')
@@ -96,6 +98,32 @@ export async function dashboardApi(fastify: FastifyInstance, opts: DashboardApiO
   const vis = (request: FastifyRequest) => visibilityOf(request.hubUser!, config);
   const views = async () => (await opts.live()).views;
 
+  /**
+   * A link grants what its creator may see, no more and no longer: their rights are asked of the
+   * hub now (cached as long as the auth cache keeps a token's identity, no longer), so a link stops
+   * working once its creator loses the course or their admin role. A hub that can't be asked
+   * refuses the link (503) rather than serving it on an old answer.
+   */
+  const creatorChecks = new Map<string, { at: number; ok: boolean }>();
+  async function creatorMaySee(creator: string, group: string): Promise<boolean> {
+    const ttl = fastify.kit.settings.authCacheTtlMs;
+    const key = JSON.stringify([creator, group]);
+    const hit = creatorChecks.get(key);
+    if (hit && Date.now() - hit.at < ttl) return hit.ok;
+    const hub = fastify.kit.hub;
+    if (!hub) return false;
+    let model;
+    try {
+      model = await hub.getUser(creator);
+    } catch (err) {
+      throw new HubUnavailableError(`could not ask the hub about the link's creator: ${(err as Error).message}`);
+    }
+    const ok = model !== null && maySeeGroup(visibilityOf({ kind: 'user', name: model.name, admin: model.admin ?? false, groups: [...(model.groups ?? [])], scopes: [] }, config), group);
+    if (creatorChecks.size >= 10_000) creatorChecks.clear();
+    if (ttl > 0) creatorChecks.set(key, { at: Date.now(), ok });
+    return ok;
+  }
+
   async function courseAllowed(request: FastifyRequest, group: string): Promise<void> {
     const v = vis(request);
     if (!maySeeGroup(v, group)) throw new Forbidden(`params.group: you do not manage group ${JSON.stringify(group)}`);
@@ -149,10 +177,14 @@ export async function dashboardApi(fastify: FastifyInstance, opts: DashboardApiO
   // overwrite each other unknowingly.
   app.get(`${prefix}api/dashboard/settings`, async (request, reply) => {
     if (!vis(request).all) throw new Forbidden('only admins see rate cards and budgets');
-    const { version } = await settings.current();
-    reply.header('etag', etagOf(version.id));
+    const { version, newest, skipped } = await settings.current();
+    // A save goes on top of the newest stored version, even one that was passed over as not valid.
+    reply.header('etag', etagOf(newest));
     return {
       version: version.id,
+      newest,
+      // Versions not in force because they are not valid (see settings.ts), so the page can say so.
+      skipped,
       source: version.source,
       author: version.author,
       note: version.note,
@@ -178,7 +210,7 @@ export async function dashboardApi(fastify: FastifyInstance, opts: DashboardApiO
   app.put(
     `${prefix}api/dashboard/settings`,
     // The body is checked below, so a bad one gets every issue with its field, as /validate gives.
-    { schema: { body: z.object({ editable: z.unknown(), note: z.string().max(500).default('') }).strict() } },
+    { schema: { body: z.object({ editable: z.unknown(), note: noteSchema.default('') }).strict() } },
     async (request, reply) => {
       if (!vis(request).all) throw new Forbidden('only admins change rate cards and budgets');
       const expected = versionOf(request.headers['if-match']);
@@ -232,6 +264,9 @@ export async function dashboardApi(fastify: FastifyInstance, opts: DashboardApiO
     if (!checked.ok) {
       const why = { invalid: 'this share link is not valid', expired: 'this share link has expired', revoked: 'this share link was revoked by an admin' }[checked.reason];
       throw new ShareRefused(why);
+    }
+    if (!(await creatorMaySee(checked.share.created_by, checked.share.group))) {
+      throw new ShareRefused('this share link no longer works: the person who created it no longer has access to this course');
     }
     const now = Date.now();
     const q = request.query;

@@ -13,6 +13,7 @@ import type { Kysely } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createViews } from '../../src/dashboard/views.js';
 import { buildApp, configSchema } from '../../src/index.js';
+import { resolveConfig } from '../../src/config.js';
 import { sessionsRepository } from '../../src/sessions-repository.js';
 import type { UsageDB } from '../../src/usage.table.js';
 
@@ -96,7 +97,7 @@ describe('the Grafana dashboard', () => {
     const day = 86_400_000;
     // Whole UTC days, as the API's ranges always are.
     const today = Math.floor(now / day) * day;
-    const answer = (await createViews(app.db as Kysely<UsageDB>, sessionsRepository(app.db as Kysely<UsageDB>), config).hub({ from: today - 10 * day, to: today + day }, now)) as unknown as Record<string, unknown>;
+    const answer = (await createViews(app.db as Kysely<UsageDB>, sessionsRepository(app.db as Kysely<UsageDB>), resolveConfig(config)).hub({ from: today - 10 * day, to: today + day }, now)) as unknown as Record<string, unknown>;
     const at = (obj: unknown, path: string): unknown => path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], obj);
     for (const target of targets().filter((x) => x.url)) {
       const path = target.url!.replace('${collector_url}', '');
