@@ -73,7 +73,8 @@ export function applyRules(input: RuleInput): RuleOutcome {
     const mapped = hub.groupMap[`${idpName}:${g}`] ?? hub.groupMap[g] ?? (hub.keepUnmappedGroups ? g : undefined);
     if (mapped) groups.add(mapped);
   }
-  if (input.accessCode) groups.add(input.accessCode.group);
+  // A code's group is not part of the account: it lives as a membership that ends when the code
+  // is revoked or expires (see loadClaims), and neither it nor admin status is stored here.
 
   if (!input.accessCode && (hub.allowedUsers.length > 0 || hub.allowedGroups.length > 0)) {
     const allowed = hub.allowedUsers.includes(username) || hub.allowedGroups.some((g) => groups.has(g));

@@ -9,6 +9,7 @@ import fc from 'fast-check';
 import type { RunningHub } from '@hubside/testing';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadClaims } from '../src/accounts.js';
 import { loginVia, startBridgedHub } from './fixtures/hub.js';
 import type { BridgedHub } from './fixtures/hub.js';
 import { PREFIX, portOf } from './fixtures/setup.js';
@@ -110,6 +111,44 @@ describe('event access codes and the admin API', () => {
     const second = await hub.browser().get(code.link);
     expect(second.status).toBe(410);
     expect(second.body).toContain('used as many times as it allows');
+  });
+
+  it('ends what a revoked code granted: the bridge at once, the hub at its next refresh (auth_refresh_age)', async () => {
+    const created = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, {
+      method: 'POST',
+      headers: auth(),
+      // instructors is one of the hub's adminGroups: the code makes whoever redeems it an admin.
+      body: JSON.stringify({ group: 'instructors', expiresAt: new Date(Date.now() + 3600_000).toISOString(), maxUses: 1, idps: ['uni-b'] }),
+    });
+    expect(created.status).toBe(201);
+    const code = (await created.json()) as { id: string; link: string };
+    unis.b.nextUser = 'bob';
+    const page = await hub.browser().get(code.link);
+    expect(new URL(page.url).pathname).toBe('/hub/home');
+    const before = await hubUser('bob@uni-b.edu');
+    expect(before.body.admin).toBe(true);
+    expect(before.body.groups).toContain('instructors');
+    const bobCodeToken = await hub.createToken('bob@uni-b.edu');
+
+    const revoked = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes/${code.id}`, { method: 'DELETE', headers: { authorization: `token ${adminToken}` } });
+    expect(revoked.status).toBe(200);
+    // What the bridge asserts (userinfo and refresh both read these claims) changes at once.
+    const account = await bridge.db.selectFrom('account').select('id').where('username', '=', 'bob@uni-b.edu').executeTakeFirstOrThrow();
+    const claims = await loadClaims(bridge.db, account.id, bridge.bridge.config.hubs);
+    expect(claims).toMatchObject({ username: 'bob@uni-b.edu', admin: false });
+    expect(claims!.groups).not.toContain('instructors');
+    // The hub learns it when it next refreshes carol (here auth_refresh_age = 1 s).
+    await waitFor(
+      async () => {
+        const me = await hub.api<{ admin: boolean; groups: string[] }>('GET', '/user', undefined, bobCodeToken);
+        return me.body.admin === false && !me.body.groups.includes('instructors');
+      },
+      { timeoutMs: 20_000, intervalMs: 300, what: 'the hub to refresh bob and drop his admin and group' },
+    );
+    const after = await hubUser('bob@uni-b.edu');
+    expect(after.body.admin).toBe(false);
+    expect(after.body.groups).not.toContain('instructors');
+    expect(await revoked.json()).toEqual({ revoked: true, membershipsEnded: 1 });
   });
 
   it('refuses an expired code with a clear page', async () => {

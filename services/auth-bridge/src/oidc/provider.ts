@@ -77,7 +77,7 @@ export async function createProvider(opts: ProviderOptions): Promise<Provider> {
       short: { signed: true, httpOnly: true, sameSite: 'lax' },
     },
     findAccount: async (_ctx: unknown, id: string) => {
-      const claims = await loadClaims(db, id);
+      const claims = await loadClaims(db, id, config.hubs);
       if (!claims) return undefined;
       return { accountId: id, claims: async () => claims };
     },

@@ -148,14 +148,20 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
     { config: auth, onRequest: requireAdmin, schema: { params: hubParam.extend({ id: z.uuid() }) } },
     async (request) => {
       knownHub(request.params.hub);
-      const res = await db
-        .updateTable('access_code')
-        .set({ revoked_at: new Date() })
-        .where('id', '=', request.params.id)
-        .where('hub', '=', request.params.hub)
-        .executeTakeFirst();
-      if (Number(res.numUpdatedRows) === 0) throw new NotFound('no such code');
-      return { revoked: true };
+      // The groups the code granted end with it: the next userinfo or refresh no longer has them.
+      const ended = await db.transaction().execute(async (trx) => {
+        const res = await trx
+          .updateTable('access_code')
+          .set({ revoked_at: new Date() })
+          .where('id', '=', request.params.id)
+          .where('hub', '=', request.params.hub)
+          .executeTakeFirst();
+        if (Number(res.numUpdatedRows) === 0) return undefined;
+        const gone = await trx.deleteFrom('code_membership').where('code_id', '=', request.params.id).executeTakeFirst();
+        return Number(gone.numDeletedRows);
+      });
+      if (ended === undefined) throw new NotFound('no such code');
+      return { revoked: true, membershipsEnded: ended };
     },
   );
 
