@@ -1,5 +1,6 @@
 import { createError, createServiceApp, schemaFor } from '@hubside/service-kit';
 import type { BuildOptions, ServiceDefinition } from '@hubside/service-kit';
+import { IdentityCache, InvalidTokenError, tokenFromHeader } from '@hubside/hub-client';
 import type { HubIdentity } from '@hubside/hub-client';
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
@@ -124,30 +125,55 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
   fastify.addHook('onClose', async () => auditLog.close());
   fastify.decorate('gateway', { issuer, auditLog });
 
+  // Group datasets check membership against a cache of its own, much shorter than the
+  // service's token cache: someone taken out of a group stops getting that group's data within
+  // groupCheckSeconds, not the 300 s a token is otherwise trusted.
+  const hubClient = fastify.kit.hub;
+  const groupCheck = hubClient
+    ? new IdentityCache({ resolve: (token) => hubClient.identify(token), ttlMs: config.groupCheckSeconds * 1000, failureTtlMs: 0 })
+    : null;
+  const anyGroupDataset = Object.values(config.datasets).some((d) => d.groups.length > 0);
+
+  /** The caller, with groups no older than groupCheckSeconds when `fresh` (group datasets). */
+  async function caller(request: FastifyRequest, fresh: boolean): Promise<HubIdentity> {
+    const user = request.hubUser!;
+    if (!fresh || !groupCheck) return user;
+    const token = tokenFromHeader(request.headers.authorization);
+    if (token === undefined) return user;
+    const current = await groupCheck.get(token);
+    // The token died since the service's cache last saw it.
+    if (!current) throw new InvalidTokenError();
+    return current;
+  }
+
+  const lifetimeOf = (d: DatasetConfig) => (d.groups.length > 0 ? Math.min(d.maxLifetimeSeconds, config.groupLifetimeSeconds) : d.maxLifetimeSeconds);
+
   function dataset(name: string): DatasetConfig {
     const d = Object.hasOwn(config.datasets, name) ? config.datasets[name] : undefined;
     if (!d) throw new UnknownDatasetError(JSON.stringify(name.slice(0, 63)));
     return d;
   }
 
-  function grantFor(name: string, user: HubIdentity, access: Access): { d: DatasetConfig; grant: Grant } {
+  async function grantFor(request: FastifyRequest, name: string, access: Access): Promise<{ d: DatasetConfig; grant: Grant; user: HubIdentity }> {
     const d = dataset(name);
+    const user = await caller(request, d.groups.length > 0);
     const grant = resolveGrant(name, d, user, access);
     if ('refused' in grant) {
       refusals.inc({ dataset: name });
+      // What was cached under a grant that no longer holds is never handed out again.
+      issuer.drop(user.name, name);
       throw new DatasetForbiddenError(grant.refused);
     }
-    return { d, grant };
+    return { d, grant, user };
   }
 
   async function obtain(request: FastifyRequest, name: string, access: Access, kind: 'credentials' | 'presign') {
-    const user = request.hubUser!;
-    const { d, grant } = grantFor(name, user, access);
+    const { d, grant, user } = await grantFor(request, name, access);
     const backend = backends[d.provider];
     if (!backend) throw new UnsupportedError(`dataset ${name}: provider ${d.provider} is not available in this build`);
     let result: { issued: Issued; cached: boolean; credentialId: string };
     try {
-      result = await issuer.get(backend, { datasetName: name, dataset: d, grant, username: user.name, durationSeconds: d.maxLifetimeSeconds });
+      result = await issuer.get(backend, { datasetName: name, dataset: d, grant, username: user.name, durationSeconds: lifetimeOf(d) });
     } catch (err) {
       if (err instanceof PolicyTooLargeError) throw new PolicyError(err.message);
       if (err instanceof BackendError) {
@@ -247,7 +273,7 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
       const d = dataset(name);
       if (!S3_PROVIDERS.has(d.provider)) throw new UnsupportedError(`presigned URLs are for S3 datasets; ${name} is ${d.provider}`);
       const access: Access = method === 'PUT' ? 'read-write' : d.access === 'read-write' ? 'read-write' : 'read';
-      const { grant } = grantFor(name, request.hubUser!, access);
+      const { grant } = await grantFor(request, name, access);
       // Inside the policy: the key must sit under a granted prefix, and the URL can't outlive the session.
       if (!grant.prefixes.some((p) => key.startsWith(p))) {
         refusals.inc({ dataset: name });
@@ -262,7 +288,7 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
   );
 
   app.get(`${p}api/datasets`, async (request) => {
-    const user = request.hubUser!;
+    const user = await caller(request, anyGroupDataset);
     const hubRegion = config.hubRegion ?? null;
     const datasets = Object.entries(config.datasets).flatMap(([name, d]) => {
       const grant = resolveGrant(name, d, user, 'read');
@@ -278,7 +304,7 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
           access: d.access,
           region: d.region,
           sameRegion,
-          maxLifetimeSeconds: d.maxLifetimeSeconds,
+          maxLifetimeSeconds: lifetimeOf(d),
           ...(sameRegion === false
             ? { warning: `${name} is in ${d.region} and this hub runs in ${hubRegion}: reading it transfers data across regions, which is slower and may cost egress.` }
             : {}),
@@ -289,7 +315,7 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
   });
 
   app.get(`${p}api/env`, async (request) => {
-    const user = request.hubUser!;
+    const user = await caller(request, anyGroupDataset);
     const base = config.publicUrl ?? `${request.protocol}://${request.host}${opts.prefix}`;
     const vars: Record<string, string> = {};
     let firstS3: string | undefined;

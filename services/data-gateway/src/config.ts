@@ -100,6 +100,18 @@ export const configSchema = z
     backendTimeoutSeconds: z.number().positive().max(120).default(10),
     /** Cached credentials are reused until this fraction of their lifetime has passed. */
     cacheRefreshFraction: z.number().gt(0).lt(1).default(0.8),
+    /**
+     * Seconds a user's group membership is trusted for group datasets (those with `groups`)
+     * before the gateway asks the hub again; 0 asks at every request. The service's own token
+     * cache (HUBSIDE_AUTH_CACHE_TTL, 300 s) still applies to everything else.
+     */
+    groupCheckSeconds: z.number().int().min(0).max(300).default(30),
+    /**
+     * The longest credentials for a group dataset live (each dataset's `maxLifetimeSeconds` is
+     * capped by it): what was handed out cannot be taken back, so this bounds how long someone
+     * who left the group keeps access. AWS STS needs at least 900.
+     */
+    groupLifetimeSeconds: z.number().int().min(1).max(43_200).default(900),
     /** The URL users' servers reach the gateway at, for `api/env` (default: derived from the request). */
     publicUrl: httpUrl.optional(),
     datasets: z.record(datasetName, datasetSchema).default({}),

@@ -13,6 +13,8 @@ export class BackendError extends Error {
 interface Entry {
   /** Names this backend issuance in the audit, for every delivery of it. */
   id: string;
+  username: string;
+  dataset: string;
   promise: Promise<Issued>;
   refreshAt: number;
 }
@@ -70,7 +72,26 @@ export function createIssuer(opts: IssuerOptions) {
     }
   }
 
+  /** Forget a user's cached credentials for a dataset (all of them, or all but `keep`). */
+  function drop(username: string, dataset: string, keep?: string): number {
+    let n = 0;
+    for (const [k, e] of entries) {
+      if (k !== keep && e.username === username && e.dataset === dataset) {
+        entries.delete(k);
+        n += 1;
+      }
+    }
+    return n;
+  }
+
   return {
+    drop,
+    /** How many cached credentials a user holds for a dataset. */
+    held(username: string, dataset: string): number {
+      let n = 0;
+      for (const e of entries.values()) if (e.username === username && e.dataset === dataset) n += 1;
+      return n;
+    },
     /** `cached` tells whether a backend call was avoided; `credentialId` names the issuance. */
     async get(backend: Backend, req: Omit<IssueRequest, 'signal'>): Promise<{ issued: Issued; cached: boolean; credentialId: string }> {
       const key = cacheKey(req.username, req);
@@ -78,7 +99,10 @@ export function createIssuer(opts: IssuerOptions) {
       if (hit && hit.refreshAt > now()) return { issued: await hit.promise, cached: true, credentialId: hit.id };
       sweep();
       const requestedAt = now();
-      const entry: Entry = { id: randomUUID(), promise: callBackend(backend, req), refreshAt: Number.POSITIVE_INFINITY };
+      // Credentials this user holds for the dataset under another grant (a group left, so other
+      // prefixes) are not handed out again.
+      drop(req.username, req.datasetName, key);
+      const entry: Entry = { id: randomUUID(), username: req.username, dataset: req.datasetName, promise: callBackend(backend, req), refreshAt: Number.POSITIVE_INFINITY };
       entries.set(key, entry);
       try {
         const issued = await entry.promise;
