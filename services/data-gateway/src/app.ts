@@ -171,9 +171,22 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
     const { d, grant, user } = await grantFor(request, name, access);
     const backend = backends[d.provider];
     if (!backend) throw new UnsupportedError(`dataset ${name}: provider ${d.provider} is not available in this build`);
+    const entryFor = (issued: Issued, credentialId: string) => ({
+      username: user.name,
+      dataset: name,
+      access,
+      kind,
+      provider: d.provider,
+      expiresAt: issued.expiration,
+      clientIp: request.ip ?? null,
+      credentialId,
+    });
     let result: { issued: Issued; cached: boolean; credentialId: string };
     try {
-      result = await issuer.get(backend, { datasetName: name, dataset: d, grant, username: user.name, durationSeconds: lifetimeOf(d) });
+      // A new issuance is durable before anyone gets it, including requests that joined it.
+      result = await issuer.get(backend, { datasetName: name, dataset: d, grant, username: user.name, durationSeconds: lifetimeOf(d) }, (issued, id) =>
+        auditLog.issued(entryFor(issued, id)),
+      );
     } catch (err) {
       if (err instanceof PolicyTooLargeError) throw new PolicyError(err.message);
       if (err instanceof BackendError) {
@@ -183,20 +196,13 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
       throw err;
     }
     issuances.inc({ backend: backend.name, dataset: name, kind, source: result.cached ? 'cache' : 'backend' });
-    const entry = {
-      username: user.name,
-      dataset: name,
-      access,
-      kind,
-      provider: d.provider,
-      expiresAt: result.issued.expiration,
-      clientIp: request.ip ?? null,
-      credentialId: result.credentialId,
-    };
-    // New credentials and presigned URLs are durable before they are answered; handing out
-    // cached credentials again is counted and written in batches.
-    if (!result.cached || kind === 'presign') await auditLog.issued(entry, result.cached);
-    else await auditLog.delivered(entry);
+    // New credentials (recorded above) and presigned URLs are durable before they are answered;
+    // handing out cached credentials again is counted and written in batches.
+    if (result.cached) {
+      const entry = entryFor(result.issued, result.credentialId);
+      if (kind === 'presign') await auditLog.issued(entry, true);
+      else await auditLog.delivered(entry);
+    }
     return { d, grant, backend, ...result };
   }
 

@@ -92,8 +92,17 @@ export function createIssuer(opts: IssuerOptions) {
       for (const e of entries.values()) if (e.username === username && e.dataset === dataset) n += 1;
       return n;
     },
-    /** `cached` tells whether a backend call was avoided; `credentialId` names the issuance. */
-    async get(backend: Backend, req: Omit<IssueRequest, 'signal'>): Promise<{ issued: Issued; cached: boolean; credentialId: string }> {
+    /**
+     * `cached` tells whether a backend call was avoided; `credentialId` names the issuance.
+     * `record` runs once per backend issuance, before anyone gets the credentials: callers that
+     * join an issuance in flight wait for it too, so none of them answers before the issuance
+     * is recorded (and all of them fail if it cannot be).
+     */
+    async get(
+      backend: Backend,
+      req: Omit<IssueRequest, 'signal'>,
+      record?: (issued: Issued, credentialId: string) => Promise<void>,
+    ): Promise<{ issued: Issued; cached: boolean; credentialId: string }> {
       const key = cacheKey(req.username, req);
       const hit = entries.get(key);
       if (hit && hit.refreshAt > now()) return { issued: await hit.promise, cached: true, credentialId: hit.id };
@@ -102,7 +111,13 @@ export function createIssuer(opts: IssuerOptions) {
       // Credentials this user holds for the dataset under another grant (a group left, so other
       // prefixes) are not handed out again.
       drop(req.username, req.datasetName, key);
-      const entry: Entry = { id: randomUUID(), username: req.username, dataset: req.datasetName, promise: callBackend(backend, req), refreshAt: Number.POSITIVE_INFINITY };
+      const id = randomUUID();
+      const issuing = async () => {
+        const issued = await callBackend(backend, req);
+        await record?.(issued, id);
+        return issued;
+      };
+      const entry: Entry = { id, username: req.username, dataset: req.datasetName, promise: issuing(), refreshAt: Number.POSITIVE_INFINITY };
       entries.set(key, entry);
       try {
         const issued = await entry.promise;
