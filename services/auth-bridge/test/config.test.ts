@@ -81,3 +81,24 @@ describe('other config checks', () => {
     expect(() => resolveSecret('auth-bridge.hubs.h', { clientSecretFile: '/nonexistent/x' }, {})).toThrow(/clientSecretFile: cannot be read/);
   });
 });
+
+describe('limits and strings in the login rules (the same as the admin API)', () => {
+  it('refuses a NUL, a lone surrogate or a control character in a group or user name, naming the field', () => {
+    expect(issues({ hubs: { h: { ...hub, allowedGroups: ['ok', 'a\u0000b'] } } })).toEqual([expect.stringMatching(/^hubs\.h\.allowedGroups\.1: /)]);
+    expect(issues({ hubs: { h: { ...hub, adminGroups: ['\ud800'] } } })).toEqual([expect.stringMatching(/^hubs\.h\.adminGroups\.0: must be valid Unicode/)]);
+    expect(issues({ hubs: { h: { ...hub, adminUsers: ['a\nb'] } } })).toEqual([expect.stringMatching(/^hubs\.h\.adminUsers\.0: must not contain control characters/)]);
+    expect(issues({ hubs: { h: { ...hub, groupMap: { staff: 'x\udc00' } } } })).toHaveLength(1);
+    expect(issues({ hubs: { h: { ...hub, allowedGroups: ['x'.repeat(256)] } } })).toHaveLength(1);
+    // Well-formed names of any script stay welcome.
+    expect(issues({ hubs: { h: { ...hub, allowedGroups: ['Физика 101', 'a@b.c', '🧪 lab'], groupMap: { staff: 'Физика 101' } } } })).toEqual([]);
+  });
+
+  it('bounds every list of a hub\u2019s rules at 1000 entries', () => {
+    const many = Array.from({ length: 1001 }, (_, i) => `g${i}`);
+    for (const field of ['allowedGroups', 'adminGroups', 'allowedUsers', 'adminUsers']) {
+      expect(issues({ hubs: { h: { ...hub, [field]: many } } }), field).toHaveLength(1);
+      expect(issues({ hubs: { h: { ...hub, [field]: many.slice(0, 1000) } } }), field).toEqual([]);
+    }
+    expect(issues({ hubs: { h: { ...hub, groupMap: Object.fromEntries(many.map((g) => [g, g])) } } })).toHaveLength(1);
+  });
+});

@@ -151,6 +151,50 @@ describe('event access codes and the admin API', () => {
     expect(await revoked.json()).toEqual({ revoked: true, membershipsEnded: 1 });
   });
 
+  it('holds access codes to the community file’s limits: names, uses, expiry, live codes per hub', async () => {
+    const post = (body: unknown) => fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, { method: 'POST', headers: auth(), body: JSON.stringify(body) });
+    const soon = new Date(Date.now() + 3600_000).toISOString();
+    const before = await bridge.db.selectFrom('access_code').select('id').execute();
+    const refused = [
+      await post({ group: 'a\u0000b', expiresAt: soon, maxUses: 1 }),
+      // JSON.stringify writes a lone surrogate as the escape \ud800, which JSON.parse turns back into one.
+      await post({ group: '\ud800', expiresAt: soon, maxUses: 1 }),
+      await post({ group: 'tab\there', expiresAt: soon, maxUses: 1 }),
+      await post({ group: 'x'.repeat(256), expiresAt: soon, maxUses: 1 }),
+      await post({ group: 'ok', expiresAt: soon, maxUses: 100_001 }),
+      await post({ group: 'ok', expiresAt: new Date(Date.now() + 367 * 86_400_000).toISOString(), maxUses: 1 }),
+      await post({ group: 'ok', expiresAt: soon, maxUses: 1, idps: ['\udfff'] }),
+    ];
+    for (const res of refused) {
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ statusCode: 400, error: 'Bad Request' });
+    }
+    expect(await bridge.db.selectFrom('access_code').select('id').execute()).toHaveLength(before.length);
+
+    // At most 1000 live codes per hub; revoked and expired ones do not count.
+    const live = await bridge.db.selectFrom('access_code').select('id').where('revoked_at', 'is', null).where('expires_at', '>', new Date()).execute();
+    const filler = Array.from({ length: 1000 - live.length }, (_, i) => ({
+      id: crypto.randomUUID(),
+      code_hash: `filler-${i}`,
+      hub: 'community',
+      group_name: 'filler',
+      idps: '[]',
+      max_uses: 1,
+      expires_at: new Date(Date.now() + 3600_000),
+      revoked_at: null,
+      created_by: 'test',
+    }));
+    await bridge.db.insertInto('access_code').values(filler).execute();
+    const full = await post({ group: 'ok', expiresAt: soon, maxUses: 1 });
+    expect(full.status).toBe(409);
+    expect(await full.json()).toMatchObject({ statusCode: 409, code: 'HUBSIDE_AUTH_ERR_TOO_MANY_CODES' });
+    await bridge.db.deleteFrom('access_code').where('group_name', '=', 'filler').execute();
+    const room = await post({ group: 'Физика 101 🧪', expiresAt: soon, maxUses: 100_000 });
+    expect(room.status).toBe(201);
+    const listed = (await (await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, { headers: auth() })).json()) as { group: string }[];
+    expect(listed.map((c) => c.group)).toContain('Физика 101 🧪');
+  });
+
   it('refuses an expired code with a clear page', async () => {
     const created = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, {
       method: 'POST',

@@ -7,10 +7,11 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { hubIdps } from '../config.js';
 import { hashCode, newSecret } from '../bridge.js';
-import { dbText } from '../text.js';
+import { LIMITS, dbText, hubName } from '../text.js';
 
 const NotFound = createError('HUBSIDE_AUTH_ERR_NOT_FOUND', '%s', 404);
 const BadRequest = createError('HUBSIDE_AUTH_ERR_BAD_REQUEST', '%s', 400);
+const Conflict = createError('HUBSIDE_AUTH_ERR_TOO_MANY_CODES', '%s', 409);
 
 const hubParam = z.object({ hub: dbText(100) });
 
@@ -90,10 +91,11 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
 
   const codeBody = z
     .object({
-      group: dbText(255),
+      // The same rules as a group named in the community file.
+      group: hubName,
       expiresAt: z.iso.datetime({ offset: true }),
-      maxUses: z.number().int().min(1).max(100_000),
-      idps: z.array(dbText(100)).max(100).default([]),
+      maxUses: z.number().int().min(1).max(LIMITS.codeUses),
+      idps: z.array(dbText(100)).max(LIMITS.ruleEntries).default([]),
     })
     .strict();
 
@@ -105,9 +107,20 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
       const body = request.body;
       const expiresAt = new Date(body.expiresAt);
       if (expiresAt.getTime() <= Date.now()) throw new BadRequest('body.expiresAt: must be in the future');
+      if (expiresAt.getTime() > Date.now() + LIMITS.codeDays * 86_400_000) throw new BadRequest(`body.expiresAt: must be at most ${LIMITS.codeDays} days ahead`);
       const offered = hubIdps(b.config.upstreams, hub);
       const unknown = body.idps.filter((i) => !offered.includes(i));
       if (unknown.length > 0) throw new BadRequest(`body.idps: ${unknown.map((u) => JSON.stringify(u)).join(', ')} not offered by this hub`);
+      const live = await db
+        .selectFrom('access_code')
+        .select((eb) => eb.fn.countAll<string | number>().as('n'))
+        .where('hub', '=', request.params.hub)
+        .where('revoked_at', 'is', null)
+        .where('expires_at', '>', new Date())
+        .executeTakeFirstOrThrow();
+      if (Number(live.n) >= LIMITS.liveCodesPerHub) {
+        throw new Conflict(`this hub already has ${LIMITS.liveCodesPerHub} live access codes: revoke some first`);
+      }
       const code = newSecret(18);
       const id = randomUUID();
       await db
