@@ -13,7 +13,7 @@ import { createGcsBackend } from './backends/gcs.js';
 import { PolicyTooLargeError } from './backends/errors.js';
 import { createS3Backend } from './backends/s3.js';
 import type { Backend, Issued } from './backends/types.js';
-import { configSchema } from './config.js';
+import { cleanText, configSchema } from './config.js';
 import type { DataGatewayConfig, DatasetConfig } from './config.js';
 import { resolveGrant } from './grants.js';
 import type { Access, Grant } from './grants.js';
@@ -353,8 +353,8 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
       schema: {
         querystring: z
           .object({
-            user: z.string().max(255).optional(),
-            dataset: z.string().max(63).optional(),
+            user: cleanText(255).optional(),
+            dataset: cleanText(63).optional(),
             kind: z.enum(['credentials', 'presign']).optional(),
             credential: z.uuid().optional(),
             since: z.iso.datetime({ offset: true }).optional(),

@@ -133,3 +133,15 @@ describe('leaving a group', () => {
     expect(app.gateway.issuer.held('alice', 'teams')).toBe(1);
   });
 });
+
+describe('strings the audit is queried with', () => {
+  it('answers a NUL or a lone surrogate in a filter with a 400, not a database error', async () => {
+    for (const q of ['user=a%00b', 'dataset=%00', `user=${encodeURIComponent('x')}%ED%A0%80`]) {
+      const res = await app.inject({ url: `${PREFIX}api/admin/issuances?${q}`, headers: { authorization: `token ${tokens.bob}` } });
+      expect(res.statusCode, q).toBeLessThan(500);
+    }
+    const nul = await app.inject({ url: `${PREFIX}api/admin/issuances?user=a%00b`, headers: { authorization: `token ${tokens.bob}` } });
+    expect(nul.statusCode).toBe(400);
+    expect(nul.json()).toMatchObject({ statusCode: 400, error: 'Bad Request' });
+  });
+});
