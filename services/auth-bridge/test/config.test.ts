@@ -102,3 +102,18 @@ describe('limits and strings in the login rules (the same as the admin API)', ()
     expect(issues({ hubs: { h: { ...hub, groupMap: Object.fromEntries(many.map((g) => [g, g])) } } })).toHaveLength(1);
   });
 });
+
+describe('what the section names, for check-config', () => {
+  it('reports every group of every hub\u2019s rules with its field path', async () => {
+    const { references } = await import('../src/index.js');
+    const config = configSchema.parse({
+      hubs: { h: { ...hub, allowedGroups: ['students'], adminGroups: ['staff'], groupMap: { 'uni-a:physics-staff': 'staff', students: 'students' } } },
+    });
+    expect(references(config)).toEqual([
+      { kind: 'group', name: 'students', field: 'auth-bridge.hubs.h.allowedGroups[0]' },
+      { kind: 'group', name: 'staff', field: 'auth-bridge.hubs.h.adminGroups[0]' },
+      { kind: 'group', name: 'staff', field: 'auth-bridge.hubs.h.groupMap["uni-a:physics-staff"]' },
+      { kind: 'group', name: 'students', field: 'auth-bridge.hubs.h.groupMap["students"]' },
+    ]);
+  });
+});

@@ -2,7 +2,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { ForbiddenError } from '@hubside/hub-client';
-import { createError } from '@hubside/service-kit';
+import { createError, isCommunityAdmin } from '@hubside/service-kit';
+import type { Community } from '@hubside/service-kit';
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { hubIdps } from '../config.js';
@@ -15,8 +16,11 @@ const Conflict = createError('HUBSIDE_AUTH_ERR_TOO_MANY_CODES', '%s', 409);
 
 const hubParam = z.object({ hub: dbText(100) });
 
-/** The admin API: hub admins only (their hub token or a service token with admin:users). */
-async function adminRoutes(app: FastifyInstance): Promise<void> {
+/**
+ * The admin API: hub admins (their hub token or a service token with admin:users); access codes
+ * also for the community's admins (`community.admins`).
+ */
+async function adminRoutes(app: FastifyInstance, opts: { community: Community }): Promise<void> {
   const b = app.bridge;
   const { prefix, db } = b;
   const typed = app.withTypeProvider<ZodTypeProvider>();
@@ -28,6 +32,11 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
     if (!user || !(user.admin || user.scopes.includes('admin:users'))) {
       throw new ForbiddenError('the auth-bridge admin API is for hub admins');
     }
+  };
+  const requireCodeManager = async (request: FastifyRequest) => {
+    const user = request.hubUser;
+    if (user && (user.scopes.includes('admin:users') || (user.kind === 'user' && isCommunityAdmin(opts.community, user)))) return;
+    throw new ForbiddenError('access codes are managed by hub admins and community admins');
   };
   const knownHub = (hub: string) => {
     if (!b.config.hubs[hub]) throw new NotFound(`no hub named ${JSON.stringify(hub)}`);
@@ -101,10 +110,15 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
 
   typed.post(
     `${prefix}api/hubs/:hub/codes`,
-    { config: auth, onRequest: requireAdmin, schema: { params: hubParam, body: codeBody } },
+    { config: auth, onRequest: requireCodeManager, schema: { params: hubParam, body: codeBody } },
     async (request, reply) => {
       const hub = knownHub(request.params.hub);
       const body = request.body;
+      const user = request.hubUser!;
+      // A code into an admin group makes hub admins: only a hub admin may hand that out.
+      if (hub.adminGroups.includes(body.group) && !(user.admin || user.scopes.includes('admin:users'))) {
+        throw new ForbiddenError(`group ${JSON.stringify(body.group)} makes hub admins (adminGroups): only a hub admin may create codes for it`);
+      }
       const expiresAt = new Date(body.expiresAt);
       if (expiresAt.getTime() <= Date.now()) throw new BadRequest('body.expiresAt: must be in the future');
       if (expiresAt.getTime() > Date.now() + LIMITS.codeDays * 86_400_000) throw new BadRequest(`body.expiresAt: must be at most ${LIMITS.codeDays} days ahead`);
@@ -141,7 +155,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
     },
   );
 
-  typed.get(`${prefix}api/hubs/:hub/codes`, { config: auth, onRequest: requireAdmin, schema: { params: hubParam } }, async (request) => {
+  typed.get(`${prefix}api/hubs/:hub/codes`, { config: auth, onRequest: requireCodeManager, schema: { params: hubParam } }, async (request) => {
     knownHub(request.params.hub);
     const rows = await db.selectFrom('access_code').selectAll().where('hub', '=', request.params.hub).orderBy('created_at', 'desc').execute();
     return rows.map((r) => ({
@@ -158,7 +172,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
 
   typed.delete(
     `${prefix}api/hubs/:hub/codes/:id`,
-    { config: auth, onRequest: requireAdmin, schema: { params: hubParam.extend({ id: z.uuid() }) } },
+    { config: auth, onRequest: requireCodeManager, schema: { params: hubParam.extend({ id: z.uuid() }) } },
     async (request) => {
       knownHub(request.params.hub);
       // The groups the code granted end with it: the next userinfo or refresh no longer has them.
@@ -181,4 +195,4 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
   typed.post(`${prefix}api/keys/rotate`, { config: auth, onRequest: requireAdmin }, async () => ({ kid: await b.rotateKeys() }));
 }
 
-export const adminRoutesPlugin = fp(adminRoutes, { name: 'auth-bridge-admin', dependencies: ['auth-bridge-core'] });
+export const adminRoutesPlugin = fp<{ community: Community }>(adminRoutes, { name: 'auth-bridge-admin', dependencies: ['auth-bridge-core'] });
