@@ -1,5 +1,5 @@
-import { createError, createServiceApp, schemaFor } from '@hubside/service-kit';
-import type { BuildOptions, ServiceDefinition } from '@hubside/service-kit';
+import { DEFAULT_COMMUNITY, createError, createServiceApp, isCommunityAdmin, schemaFor } from '@hubside/service-kit';
+import type { BuildOptions, Community, CommunityProvides, CommunityReference, ServiceDefinition } from '@hubside/service-kit';
 import { IdentityCache, InvalidTokenError, tokenFromHeader } from '@hubside/hub-client';
 import type { HubIdentity } from '@hubside/hub-client';
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
@@ -32,7 +32,7 @@ const DatasetForbiddenError = createError('HUBSIDE_GATEWAY_ERR_FORBIDDEN', '%s',
 const BackendFailedError = createError('HUBSIDE_GATEWAY_ERR_BACKEND', '%s', 502);
 const PolicyError = createError('HUBSIDE_GATEWAY_ERR_POLICY_TOO_LARGE', '%s', 422);
 const UnsupportedError = createError('HUBSIDE_GATEWAY_ERR_UNSUPPORTED', '%s', 400);
-const AdminOnlyError = createError('HUBSIDE_GATEWAY_ERR_ADMIN_ONLY', 'the issuance log is for hub admins', 403);
+const AdminOnlyError = createError('HUBSIDE_GATEWAY_ERR_ADMIN_ONLY', 'the issuance log is for hub admins and community admins', 403);
 
 export interface DataGatewayOptions {
   prefix: string;
@@ -41,6 +41,8 @@ export interface DataGatewayOptions {
   env?: NodeJS.ProcessEnv;
   /** Replace a provider's backend (benchmarks count calls this way). */
   backends?: Partial<Record<DatasetConfig['provider'], Backend>>;
+  /** The community: its admins see the issuance audit besides the hub's admins. */
+  community?: Community;
 }
 
 const accessSchema = z.enum(['read', 'read-write']);
@@ -71,6 +73,7 @@ function defaultEndpoint(d: DatasetConfig): string | null {
 const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, opts) => {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   const { config } = opts;
+  const community = opts.community ?? DEFAULT_COMMUNITY;
   const p = opts.prefix;
   const env = opts.env ?? process.env;
   const s3 = opts.backends?.s3 ?? createS3Backend(env);
@@ -366,7 +369,8 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
       },
     },
     async (request) => {
-      if (!request.hubUser!.admin) throw new AdminOnlyError();
+      const user = request.hubUser!;
+      if (!(user.admin || (user.kind === 'user' && isCommunityAdmin(community, user)))) throw new AdminOnlyError();
       const q = request.query;
       // Read what was answered, including repeat deliveries still counted in memory.
       await auditLog.flush();
@@ -415,8 +419,20 @@ export async function buildApp(
   extra: Pick<DataGatewayOptions, 'env' | 'backends'> = {},
 ): Promise<FastifyInstance> {
   const app = await createServiceApp({ ...opts, database: { schema: schemaFor('data-gateway'), migrations } });
-  await app.register(dataGateway, { prefix: opts.settings.prefix, config: opts.config, ...extra });
+  await app.register(dataGateway, { prefix: opts.settings.prefix, config: opts.config, ...(opts.community ? { community: opts.community } : {}), ...extra });
   return app;
+}
+
+/** Every group the section names, with where (`data-gateway.datasets.<name>.groups[i]`), for check-config. */
+export function references(config: DataGatewayConfig): CommunityReference[] {
+  return Object.entries(config.datasets).flatMap(([name, d]) =>
+    d.groups.map((group, i) => ({ kind: 'group' as const, name: group, field: `data-gateway.datasets.${name}.groups[${i}]` })),
+  );
+}
+
+/** What other sections may name: the datasets. */
+export function provides(config: DataGatewayConfig): CommunityProvides {
+  return { datasets: Object.keys(config.datasets) };
 }
 
 export const service: ServiceDefinition<typeof configSchema> = {
@@ -424,4 +440,6 @@ export const service: ServiceDefinition<typeof configSchema> = {
   configSchema,
   migrations,
   build: (opts) => buildApp(opts),
+  references,
+  provides,
 };

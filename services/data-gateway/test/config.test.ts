@@ -97,3 +97,21 @@ describe('limits and strings in the datasets config', () => {
     expect(paths({ groupLifetimeSeconds: 0 })).toHaveLength(1);
   });
 });
+
+describe('what the section names and defines, for check-config', () => {
+  it('reports every dataset group with its field path, and the datasets it provides', async () => {
+    const { references, provides } = await import('../src/index.js');
+    const s3 = { provider: 's3-compatible', bucket: 'hub-data', endpoint: 'http://127.0.0.1:9', s3: { roleArn: 'arn:aws:iam:::role/r' } };
+    const config = configSchema.parse({
+      datasets: {
+        'climate-shared': { ...s3, prefix: 'groups/{group}/', groups: ['climate', 'ocean'] },
+        home: { ...s3, prefix: 'home/{username}/' },
+      },
+    });
+    expect(references(config)).toEqual([
+      { kind: 'group', name: 'climate', field: 'data-gateway.datasets.climate-shared.groups[0]' },
+      { kind: 'group', name: 'ocean', field: 'data-gateway.datasets.climate-shared.groups[1]' },
+    ]);
+    expect(provides(config)).toEqual({ datasets: ['climate-shared', 'home'] });
+  });
+});

@@ -1,10 +1,11 @@
 /**
- * How long a group's data stays reachable after someone leaves the group. A real JupyterHub
+ * Who may do what, and for how long. How long a group's data stays reachable after someone
+ * leaves the group; who sees the issuance audit. A real JupyterHub
  * holds the groups; the service's token cache keeps its default 300 s, and the group check
  * (groupCheckSeconds) must still notice the change within seconds. The storage backend is a
  * stand-in that counts calls: what is under test is the gateway's decision, not STS.
  */
-import { resolveSettings } from '@hubside/service-kit';
+import { communitySchema, resolveSettings } from '@hubside/service-kit';
 import { createTestDatabase, startHub, waitFor } from '@hubside/testing';
 import type { RunningHub, TestDatabase } from '@hubside/testing';
 import type { FastifyInstance } from 'fastify';
@@ -62,7 +63,9 @@ beforeAll(async () => {
   });
   // The service's token cache stays at its default (300 s): the group check must not rely on it.
   expect(settings.authCacheTtlMs).toBe(300_000);
-  app = await buildApp({ settings, config, logger: false, defaultMetrics: false }, { backends: { 's3-compatible': backend } });
+  // alice is a community admin (not a hub admin): she may read the issuance audit.
+  const community = communitySchema.parse({ name: 'rights', admins: { users: ['alice'] } });
+  app = await buildApp({ settings, config, community, logger: false, defaultMetrics: false }, { backends: { 's3-compatible': backend } });
 }, 90_000);
 
 afterAll(async () => {
@@ -143,5 +146,16 @@ describe('strings the audit is queried with', () => {
     const nul = await app.inject({ url: `${PREFIX}api/admin/issuances?user=a%00b`, headers: { authorization: `token ${tokens.bob}` } });
     expect(nul.statusCode).toBe(400);
     expect(nul.json()).toMatchObject({ statusCode: 400, error: 'Bad Request' });
+  });
+});
+
+describe('the issuance audit', () => {
+  it('is open to community admins as to hub admins, and to nobody else', async () => {
+    const alice = await app.inject({ url: `${PREFIX}api/admin/issuances?user=bob`, headers: { authorization: `token ${tokens.alice}` } });
+    expect(alice.statusCode, alice.body).toBe(200);
+    expect((alice.json() as { items: { user: string }[] }).items.length).toBeGreaterThan(0);
+    const bob = await app.inject({ url: `${PREFIX}api/admin/issuances`, headers: { authorization: `token ${tokens.bob}` } });
+    expect(bob.statusCode).toBe(403);
+    expect(bob.json()).toMatchObject({ code: 'HUBSIDE_GATEWAY_ERR_ADMIN_ONLY' });
   });
 });
