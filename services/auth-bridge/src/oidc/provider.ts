@@ -46,11 +46,15 @@ export async function createProvider(opts: ProviderOptions): Promise<Provider> {
       return hubOfAccount(accountId) === hub ? interactionPolicy.Check.NO_NEED_TO_PROMPT : interactionPolicy.Check.REQUEST_PROMPT;
     }),
   );
-  // An event access code must go through the code's own checks, even with a live session.
+  // An event access code must go through the code's own checks, even with a live session; but
+  // not again when the authorization resumes from the login that just redeemed it (with the
+  // code as an `access_code` parameter it is still there, and would be redeemed again and
+  // again until used up).
   login.checks.add(
-    new interactionPolicy.Check('access_code', 'an event access code was given', async (ctx: any) =>
-      ctx.oidc.params.access_code || ctx.cookies.get(ACCESS_CODE_COOKIE, { signed: false }) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT,
-    ),
+    new interactionPolicy.Check('access_code', 'an event access code was given', async (ctx: any) => {
+      if (ctx.oidc.result?.login) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      return ctx.oidc.params.access_code || ctx.cookies.get(ACCESS_CODE_COOKIE, { signed: false }) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    }),
   );
 
   const provider = new ProviderClass(issuer, {
