@@ -43,6 +43,17 @@ export async function saveAccount(
     .execute();
 }
 
+/** Did the login that stored these claims happen more than `maxAgeSeconds` ago? */
+export function claimsExpired(updatedAt: Date | string, maxAgeSeconds: number, now = Date.now()): boolean {
+  return new Date(updatedAt).getTime() + maxAgeSeconds * 1000 <= now;
+}
+
+/** When the account's claims came from its institution (its last login), or undefined. */
+export async function claimsTime(db: Kysely<DB>, id: string): Promise<Date | undefined> {
+  const row = await db.selectFrom('account').select('updated_at').where('id', '=', id).executeTakeFirst();
+  return row ? new Date(row.updated_at) : undefined;
+}
+
 const asArray = (v: unknown): string[] => (Array.isArray(v) ? (v as string[]) : typeof v === 'string' ? (JSON.parse(v) as string[]) : []);
 
 /**
@@ -51,9 +62,17 @@ const asArray = (v: unknown): string[] => (Array.isArray(v) ? (v as string[]) : 
  * is revoked or expired adds nothing from that moment on, and admin status is worked out here
  * from the hub's current rules, so a group a code granted never leaves admin behind it.
  */
-export async function loadClaims(db: Kysely<DB>, id: string, hubs?: Record<string, HubConfig>): Promise<Record<string, unknown> | undefined> {
+export async function loadClaims(
+  db: Kysely<DB>,
+  id: string,
+  hubs?: Record<string, HubConfig>,
+  opts: { maxAgeSeconds?: number } = {},
+): Promise<Record<string, unknown> | undefined> {
   const row = await db.selectFrom('account').selectAll().where('id', '=', id).executeTakeFirst();
   if (!row) return undefined;
+  // What the institution said is too old to vouch for: as if the account were unknown, so
+  // userinfo and refresh refuse and the hub sends the person through a login again.
+  if (opts.maxAgeSeconds !== undefined && claimsExpired(row.updated_at, opts.maxAgeSeconds)) return undefined;
   const now = new Date();
   const memberships = await db
     .selectFrom('code_membership')

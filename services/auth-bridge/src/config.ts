@@ -152,10 +152,17 @@ export const configSchema = z
         session: z.number().int().positive().default(14 * 24 * 3600),
         /** The grant behind a hub's tokens; refresh tokens cannot outlive it. Default: refreshToken. */
         grant: z.number().int().positive().optional(),
+        /**
+         * How long what an institution said at login (groups, email, name; so admin and hub
+         * groups) is trusted. Past it, userinfo and refresh refuse, and the next authorization
+         * sends the person back to their institution, even with a live bridge session. Default:
+         * refreshToken (a hub refreshes on the login's word for that long).
+         */
+        upstreamClaims: z.number().int().positive().optional(),
       })
       .strict()
       .prefault({})
-      .transform((ttl) => ({ ...ttl, grant: ttl.grant ?? ttl.refreshToken }))
+      .transform((ttl) => ({ ...ttl, grant: ttl.grant ?? ttl.refreshToken, upstreamClaims: ttl.upstreamClaims ?? ttl.refreshToken }))
       .refine((ttl) => ttl.grant >= ttl.refreshToken, { message: 'grant must be at least refreshToken: refresh tokens end with their grant', path: ['grant'] }),
     /** Rotate signing keys after this many days (0: only by the admin API). */
     keyRotationDays: z.number().int().min(0).default(90),

@@ -62,6 +62,7 @@ describe('other config checks', () => {
       refreshToken: 14 * 86400,
       session: 14 * 86400,
       grant: 14 * 86400,
+      upstreamClaims: 14 * 86400,
     });
     expect(configSchema.parse({ ttl: { refreshToken: 7200 } }).ttl.grant).toBe(7200);
     expect(issues({ ttl: { refreshToken: 7200, grant: 3600 } })).toEqual(['ttl.grant: grant must be at least refreshToken: refresh tokens end with their grant']);
