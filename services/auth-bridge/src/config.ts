@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { LIMITS, dbText, hubName } from './text.js';
 
 // Names end up in URL paths (`callback/<idp>`) and HTML, so keep them to a safe alphabet.
 const slug = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'must be 1-63 characters of a-z, 0-9, "-" and "_"');
@@ -31,7 +32,7 @@ const usernameRule = z
   .strict();
 
 const upstreamBase = {
-  displayName: z.string().min(1).max(200),
+  displayName: dbText(200),
   clientId: z.string().min(1),
   ...secretFields,
   scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/)).default(['openid', 'email', 'profile']),
@@ -40,11 +41,11 @@ const upstreamBase = {
    * Domains this IdP speaks for. A user whose email is elsewhere is refused, so an IdP cannot
    * assert another institution's addresses. Empty: any domain.
    */
-  domains: z.array(domainPattern).default([]),
+  domains: z.array(domainPattern).max(LIMITS.ruleEntries).default([]),
   /** Claims whose values become upstream groups (`groups`, `eduPersonAffiliation`, ...). */
-  groupClaims: z.array(z.string().min(1)).default(['groups']),
+  groupClaims: z.array(dbText(200)).max(100).default(['groups']),
   /** Extra words for the chooser's search (city, acronym). */
-  keywords: z.array(z.string()).default([]),
+  keywords: z.array(dbText(200)).max(100).default([]),
 };
 
 const oidcUpstream = z
@@ -86,8 +87,8 @@ const upstream = z.union([oauth2Upstream, oidcUpstream]);
 
 const hubClient = z
   .object({
-    displayName: z.string().min(1).max(200).optional(),
-    clientId: z.string().min(1).max(200),
+    displayName: dbText(200).optional(),
+    clientId: dbText(200),
     ...secretFields,
     /** Exact redirect URIs; nothing else is accepted. */
     redirectUris: z.array(httpUrl).min(1, 'needs at least one redirect URI'),
@@ -97,15 +98,18 @@ const hubClient = z
     /** Refuse authorization requests without PKCE S256. */
     requirePkce: z.boolean().default(false),
     /** IdPs on this hub's chooser, in order. Empty: every IdP. */
-    idps: z.array(slug).default([]),
-    allowedDomains: z.array(domainPattern).default([]),
-    allowedUsers: z.array(z.string()).default([]),
+    idps: z.array(slug).max(LIMITS.ruleEntries).default([]),
+    allowedDomains: z.array(domainPattern).max(LIMITS.ruleEntries).default([]),
+    allowedUsers: z.array(hubName).max(LIMITS.ruleEntries).default([]),
     /** Hub groups (after mapping) whose members may log in. */
-    allowedGroups: z.array(z.string()).default([]),
-    adminUsers: z.array(z.string()).default([]),
-    adminGroups: z.array(z.string()).default([]),
+    allowedGroups: z.array(hubName).max(LIMITS.ruleEntries).default([]),
+    adminUsers: z.array(hubName).max(LIMITS.ruleEntries).default([]),
+    adminGroups: z.array(hubName).max(LIMITS.ruleEntries).default([]),
     /** Upstream group value → hub group. `idp:value` keys apply to one IdP only. */
-    groupMap: z.record(z.string(), z.string()).default({}),
+    groupMap: z
+      .record(hubName, hubName)
+      .refine((m) => Object.keys(m).length <= LIMITS.ruleEntries, `must map at most ${LIMITS.ruleEntries} groups`)
+      .default({}),
     /** Pass upstream groups that have no mapping through unchanged. */
     keepUnmappedGroups: z.boolean().default(false),
     /**
@@ -148,10 +152,17 @@ export const configSchema = z
         session: z.number().int().positive().default(14 * 24 * 3600),
         /** The grant behind a hub's tokens; refresh tokens cannot outlive it. Default: refreshToken. */
         grant: z.number().int().positive().optional(),
+        /**
+         * How long what an institution said at login (groups, email, name; so admin and hub
+         * groups) is trusted. Past it, userinfo and refresh refuse, and the next authorization
+         * sends the person back to their institution, even with a live bridge session. Default:
+         * refreshToken (a hub refreshes on the login's word for that long).
+         */
+        upstreamClaims: z.number().int().positive().optional(),
       })
       .strict()
       .prefault({})
-      .transform((ttl) => ({ ...ttl, grant: ttl.grant ?? ttl.refreshToken }))
+      .transform((ttl) => ({ ...ttl, grant: ttl.grant ?? ttl.refreshToken, upstreamClaims: ttl.upstreamClaims ?? ttl.refreshToken }))
       .refine((ttl) => ttl.grant >= ttl.refreshToken, { message: 'grant must be at least refreshToken: refresh tokens end with their grant', path: ['grant'] }),
     /** Rotate signing keys after this many days (0: only by the admin API). */
     keyRotationDays: z.number().int().min(0).default(90),

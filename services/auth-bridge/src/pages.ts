@@ -16,11 +16,23 @@ function shell(title: string, body: string, script?: string): string {
   );
 }
 
-export function errorPage(opts: { title: string; message: string; status?: number; back?: string | undefined }): string {
+export interface PageLink {
+  href: string;
+  text: string;
+}
+
+/**
+ * A refusal or notice. A refusal never ends the person's way: `links` lead back to the
+ * institution chooser and to the hub, so they can try another institution or ask the hub.
+ */
+export function errorPage(opts: { title: string; message: string; status?: number; back?: string | undefined; links?: PageLink[] }): string {
+  const links = [...(opts.links ?? []), ...(opts.back ? [{ href: opts.back, text: 'Back to the hub' }] : [])];
   return shell(
     opts.title,
     `<div class="error" role="alert"><h1 id="title">${escapeHtml(opts.title)}</h1><p id="message">${escapeHtml(opts.message)}</p></div>` +
-      (opts.back ? `<p><a href="${escapeHtml(opts.back)}">Back to the hub</a></p>` : ''),
+      (links.length > 0
+        ? `<nav aria-label="What you can do next"><ul id="next">${links.map((l) => `<li><a href="${escapeHtml(l.href)}">${escapeHtml(l.text)}</a></li>`).join('')}</ul></nav>`
+        : ''),
   );
 }
 

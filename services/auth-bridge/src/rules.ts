@@ -1,6 +1,7 @@
 import type { HubConfig, UpstreamConfig } from './config.js';
 import { domainMatches } from './config.js';
 import type { HubIdentity } from './accounts.js';
+import { LONE_SURROGATE, hubName } from './text.js';
 
 export type RuleOutcome =
   | { ok: true; identity: HubIdentity }
@@ -29,6 +30,9 @@ function stringsOf(value: unknown): string[] {
 
 // JupyterHub takes almost any name, but not these: a "/" breaks its URLs, controls break logs.
 const BAD_USERNAME = /[/\\\p{Cc}\s]/u;
+
+/** Free text from an institution that we store (name, email): what the database can hold, or nothing. */
+const storableText = (v: string | null): string | null => (v !== null && v.length <= 1000 && !v.includes('\0') && !LONE_SURROGATE.test(v) ? v : null);
 
 /** Apply one hub's rules to one upstream login: the hub username and groups, or why not. */
 export function applyRules(input: RuleInput): RuleOutcome {
@@ -63,7 +67,7 @@ export function applyRules(input: RuleInput): RuleOutcome {
     if (value.includes('@')) return refuse('Login refused', `Your "${rule.claim}" holds more than one "@".`, 'bad_username');
   }
   const username = `${rule.prefix}${value}`;
-  if (value === '' || username.length > 255 || BAD_USERNAME.test(username)) {
+  if (value === '' || username.length > 255 || BAD_USERNAME.test(username) || LONE_SURROGATE.test(username)) {
     return refuse('Login refused', `The username derived from your "${rule.claim}" is not one a hub can use.`, 'bad_username');
   }
 
@@ -71,9 +75,11 @@ export function applyRules(input: RuleInput): RuleOutcome {
   const groups = new Set<string>();
   for (const g of upstreamGroups) {
     const mapped = hub.groupMap[`${idpName}:${g}`] ?? hub.groupMap[g] ?? (hub.keepUnmappedGroups ? g : undefined);
-    if (mapped) groups.add(mapped);
+    // An upstream value that can't be a hub group name (a NUL, a lone surrogate, 300 characters) is ignored.
+    if (mapped && hubName.safeParse(mapped).success) groups.add(mapped);
   }
-  if (input.accessCode) groups.add(input.accessCode.group);
+  // A code's group is not part of the account: it lives as a membership that ends when the code
+  // is revoked or expires (see loadClaims), and neither it nor admin status is stored here.
 
   if (!input.accessCode && (hub.allowedUsers.length > 0 || hub.allowedGroups.length > 0)) {
     const allowed = hub.allowedUsers.includes(username) || hub.allowedGroups.some((g) => groups.has(g));
@@ -83,5 +89,5 @@ export function applyRules(input: RuleInput): RuleOutcome {
   }
   const admin = hub.adminUsers.includes(username) || hub.adminGroups.some((g) => groups.has(g));
   const name = typeof claims.name === 'string' ? claims.name : null;
-  return { ok: true, identity: { username, email, name, groups: [...groups].sort(), admin } };
+  return { ok: true, identity: { username, email: storableText(email), name: storableText(name), groups: [...groups].sort(), admin } };
 }

@@ -62,6 +62,7 @@ describe('other config checks', () => {
       refreshToken: 14 * 86400,
       session: 14 * 86400,
       grant: 14 * 86400,
+      upstreamClaims: 14 * 86400,
     });
     expect(configSchema.parse({ ttl: { refreshToken: 7200 } }).ttl.grant).toBe(7200);
     expect(issues({ ttl: { refreshToken: 7200, grant: 3600 } })).toEqual(['ttl.grant: grant must be at least refreshToken: refresh tokens end with their grant']);
@@ -79,5 +80,41 @@ describe('other config checks', () => {
     expect(resolveSecret('x', { clientSecretEnv: 'S' }, { S: 'v' })).toBe('v');
     expect(() => resolveSecret('auth-bridge.hubs.h', { clientSecretEnv: 'S' }, {})).toThrow(/auth-bridge\.hubs\.h\.clientSecretEnv: the environment variable S is not set/);
     expect(() => resolveSecret('auth-bridge.hubs.h', { clientSecretFile: '/nonexistent/x' }, {})).toThrow(/clientSecretFile: cannot be read/);
+  });
+});
+
+describe('limits and strings in the login rules (the same as the admin API)', () => {
+  it('refuses a NUL, a lone surrogate or a control character in a group or user name, naming the field', () => {
+    expect(issues({ hubs: { h: { ...hub, allowedGroups: ['ok', 'a\u0000b'] } } })).toEqual([expect.stringMatching(/^hubs\.h\.allowedGroups\.1: /)]);
+    expect(issues({ hubs: { h: { ...hub, adminGroups: ['\ud800'] } } })).toEqual([expect.stringMatching(/^hubs\.h\.adminGroups\.0: must be valid Unicode/)]);
+    expect(issues({ hubs: { h: { ...hub, adminUsers: ['a\nb'] } } })).toEqual([expect.stringMatching(/^hubs\.h\.adminUsers\.0: must not contain control characters/)]);
+    expect(issues({ hubs: { h: { ...hub, groupMap: { staff: 'x\udc00' } } } })).toHaveLength(1);
+    expect(issues({ hubs: { h: { ...hub, allowedGroups: ['x'.repeat(256)] } } })).toHaveLength(1);
+    // Well-formed names of any script stay welcome.
+    expect(issues({ hubs: { h: { ...hub, allowedGroups: ['Физика 101', 'a@b.c', '🧪 lab'], groupMap: { staff: 'Физика 101' } } } })).toEqual([]);
+  });
+
+  it('bounds every list of a hub\u2019s rules at 1000 entries', () => {
+    const many = Array.from({ length: 1001 }, (_, i) => `g${i}`);
+    for (const field of ['allowedGroups', 'adminGroups', 'allowedUsers', 'adminUsers']) {
+      expect(issues({ hubs: { h: { ...hub, [field]: many } } }), field).toHaveLength(1);
+      expect(issues({ hubs: { h: { ...hub, [field]: many.slice(0, 1000) } } }), field).toEqual([]);
+    }
+    expect(issues({ hubs: { h: { ...hub, groupMap: Object.fromEntries(many.map((g) => [g, g])) } } })).toHaveLength(1);
+  });
+});
+
+describe('what the section names, for check-config', () => {
+  it('reports every group of every hub\u2019s rules with its field path', async () => {
+    const { references } = await import('../src/index.js');
+    const config = configSchema.parse({
+      hubs: { h: { ...hub, allowedGroups: ['students'], adminGroups: ['staff'], groupMap: { 'uni-a:physics-staff': 'staff', students: 'students' } } },
+    });
+    expect(references(config)).toEqual([
+      { kind: 'group', name: 'students', field: 'auth-bridge.hubs.h.allowedGroups[0]' },
+      { kind: 'group', name: 'staff', field: 'auth-bridge.hubs.h.adminGroups[0]' },
+      { kind: 'group', name: 'staff', field: 'auth-bridge.hubs.h.groupMap["uni-a:physics-staff"]' },
+      { kind: 'group', name: 'students', field: 'auth-bridge.hubs.h.groupMap["students"]' },
+    ]);
   });
 });

@@ -22,7 +22,7 @@ let base: string;
 let issuer: string;
 let config: ReturnType<typeof bridgeConfig>;
 // Lifetimes unlike the defaults and unlike each other, so each row's expiry shows which one applied.
-const TTL = { accessToken: 1200, idToken: 1500, interaction: 700, refreshToken: 2 * 86400, session: 3 * 86400, grant: 4 * 86400 };
+const TTL = { accessToken: 1200, idToken: 1500, interaction: 700, refreshToken: 2 * 86400, session: 3 * 86400, grant: 4 * 86400, upstreamClaims: 3600 };
 // What oidc-provider prints (NOTICEs about defaults it had to use), collected over the whole file.
 const printed: string[] = [];
 
@@ -312,6 +312,27 @@ describe('persistence and keys', () => {
     const again = await rpLogin(first.browser, issuer, RP, { extra: { idp_hint: 'uni-a' } });
     const { info } = await redeem({ ...again, browser: first.browser });
     expect(info.username).toBe('alice');
+  });
+
+  it('trusts what the institution said for ttl.upstreamClaims only: then userinfo and refresh refuse, and a login asks the institution again', async () => {
+    const first = await login({ uni: 'a', name: 'alice' });
+    const { tokens } = await redeem(first);
+    const sub = tokens.claims()!.sub;
+    // Two hours after the login (upstreamClaims is an hour here).
+    await app.db.updateTable('account').set({ updated_at: new Date(Date.now() - 2 * 3600_000) }).where('id', '=', sub).execute();
+    await expect(client.fetchUserInfo(first.config, tokens.access_token, sub)).rejects.toMatchObject({ status: 401 });
+    await expect(client.refreshTokenGrant(first.config, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+    // The bridge session is alive, yet the next login goes to the university for fresh claims.
+    unis.a.nextUser = 'alice';
+    const again = await rpLogin(first.browser, issuer, RP, { extra: { idp_hint: 'uni-a' } });
+    expect(again.page.redirects.some((u) => u.startsWith(unis.a.issuer))).toBe(true);
+    const { info } = await redeem({ ...again, browser: first.browser });
+    expect(info).toMatchObject({ username: 'alice', groups: ['instructors'], admin: true });
+    // Within the hour, a session logs in again without asking.
+    unis.a.nextUser = undefined;
+    const third = await rpLogin(first.browser, issuer, RP, { extra: { idp_hint: 'uni-a' } });
+    expect(third.page.redirects.some((u) => u.startsWith(unis.a.issuer))).toBe(false);
+    expect((await redeem({ ...third, browser: first.browser })).info.username).toBe('alice');
   });
 
   it('rotates keys without ending sessions', async () => {

@@ -9,6 +9,7 @@ import fc from 'fast-check';
 import type { RunningHub } from '@hubside/testing';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadClaims } from '../src/accounts.js';
 import { loginVia, startBridgedHub } from './fixtures/hub.js';
 import type { BridgedHub } from './fixtures/hub.js';
 import { PREFIX, portOf } from './fixtures/setup.js';
@@ -78,6 +79,25 @@ describe('a real JupyterHub logging in through the bridge', () => {
     expect((await hubUser('bob@uni-b.edu')).status).toBe(404);
   });
 
+  it('gives a refused person a way back: another institution on the same login, or the hub', async () => {
+    unis.b.nextUser = 'bob';
+    const browser = hub.browser();
+    const refused = await loginVia(browser, 'uni-b');
+    expect(refused.status).toBe(403);
+    const links = [...refused.body.matchAll(/<a href="([^"]*)">([^<]*)<\/a>/g)].map((m) => ({ href: m[1]!.replaceAll('&amp;', '&'), text: m[2]! }));
+    expect(links.map((l) => l.text)).toEqual(['Choose another institution', 'Go to Community Hub']);
+    expect(links[1]!.href).toBe(`${hub.url}/hub/`);
+    // The same login goes on: back to the chooser, this time with University A.
+    const chooser = await browser.get(new URL(links[0]!.href, refused.url).href);
+    expect(chooser.status).toBe(200);
+    expect(chooser.body).toContain('University A');
+    const link = /href="([^"]*\/login\/uni-a)"/.exec(chooser.body)![1]!;
+    unis.a.nextUser = 'arno';
+    const done = await browser.get(new URL(link.replaceAll('&amp;', '&'), chooser.url).href);
+    expect(new URL(done.url).pathname).toBe('/hub/home');
+    expect((await hubUser('arno')).status).toBe(200);
+  });
+
   it('shows the chooser with both universities when no hint is given', async () => {
     const page = await hub.browser().get('/hub/oauth_login');
     expect(page.status).toBe(200);
@@ -110,6 +130,115 @@ describe('event access codes and the admin API', () => {
     const second = await hub.browser().get(code.link);
     expect(second.status).toBe(410);
     expect(second.body).toContain('used as many times as it allows');
+  });
+
+  it('ends what a revoked code granted: the bridge at once, the hub at its next refresh (auth_refresh_age)', async () => {
+    const created = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, {
+      method: 'POST',
+      headers: auth(),
+      // instructors is one of the hub's adminGroups: the code makes whoever redeems it an admin.
+      body: JSON.stringify({ group: 'instructors', expiresAt: new Date(Date.now() + 3600_000).toISOString(), maxUses: 1, idps: ['uni-b'] }),
+    });
+    expect(created.status).toBe(201);
+    const code = (await created.json()) as { id: string; link: string };
+    unis.b.nextUser = 'bob';
+    const page = await hub.browser().get(code.link);
+    expect(new URL(page.url).pathname).toBe('/hub/home');
+    const before = await hubUser('bob@uni-b.edu');
+    expect(before.body.admin).toBe(true);
+    expect(before.body.groups).toContain('instructors');
+    const bobCodeToken = await hub.createToken('bob@uni-b.edu');
+
+    const revoked = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes/${code.id}`, { method: 'DELETE', headers: { authorization: `token ${adminToken}` } });
+    expect(revoked.status).toBe(200);
+    // What the bridge asserts (userinfo and refresh both read these claims) changes at once.
+    const account = await bridge.db.selectFrom('account').select('id').where('username', '=', 'bob@uni-b.edu').executeTakeFirstOrThrow();
+    const claims = await loadClaims(bridge.db, account.id, bridge.bridge.config.hubs);
+    expect(claims).toMatchObject({ username: 'bob@uni-b.edu', admin: false });
+    expect(claims!.groups).not.toContain('instructors');
+    // The hub learns it when it next refreshes carol (here auth_refresh_age = 1 s).
+    await waitFor(
+      async () => {
+        const me = await hub.api<{ admin: boolean; groups: string[] }>('GET', '/user', undefined, bobCodeToken);
+        return me.body.admin === false && !me.body.groups.includes('instructors');
+      },
+      { timeoutMs: 20_000, intervalMs: 300, what: 'the hub to refresh bob and drop his admin and group' },
+    );
+    const after = await hubUser('bob@uni-b.edu');
+    expect(after.body.admin).toBe(false);
+    expect(after.body.groups).not.toContain('instructors');
+    expect(await revoked.json()).toEqual({ revoked: true, membershipsEnded: 1 });
+  });
+
+  it('holds access codes to the community file’s limits: names, uses, expiry, live codes per hub', async () => {
+    const post = (body: unknown) => fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, { method: 'POST', headers: auth(), body: JSON.stringify(body) });
+    const soon = new Date(Date.now() + 3600_000).toISOString();
+    const before = await bridge.db.selectFrom('access_code').select('id').execute();
+    const refused = [
+      await post({ group: 'a\u0000b', expiresAt: soon, maxUses: 1 }),
+      // JSON.stringify writes a lone surrogate as the escape \ud800, which JSON.parse turns back into one.
+      await post({ group: '\ud800', expiresAt: soon, maxUses: 1 }),
+      await post({ group: 'tab\there', expiresAt: soon, maxUses: 1 }),
+      await post({ group: 'x'.repeat(256), expiresAt: soon, maxUses: 1 }),
+      await post({ group: 'ok', expiresAt: soon, maxUses: 100_001 }),
+      await post({ group: 'ok', expiresAt: new Date(Date.now() + 367 * 86_400_000).toISOString(), maxUses: 1 }),
+      await post({ group: 'ok', expiresAt: soon, maxUses: 1, idps: ['\udfff'] }),
+    ];
+    for (const res of refused) {
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ statusCode: 400, error: 'Bad Request' });
+    }
+    expect(await bridge.db.selectFrom('access_code').select('id').execute()).toHaveLength(before.length);
+
+    // At most 1000 live codes per hub; revoked and expired ones do not count.
+    const live = await bridge.db.selectFrom('access_code').select('id').where('revoked_at', 'is', null).where('expires_at', '>', new Date()).execute();
+    const filler = Array.from({ length: 1000 - live.length }, (_, i) => ({
+      id: crypto.randomUUID(),
+      code_hash: `filler-${i}`,
+      hub: 'community',
+      group_name: 'filler',
+      idps: '[]',
+      max_uses: 1,
+      expires_at: new Date(Date.now() + 3600_000),
+      revoked_at: null,
+      created_by: 'test',
+    }));
+    await bridge.db.insertInto('access_code').values(filler).execute();
+    const full = await post({ group: 'ok', expiresAt: soon, maxUses: 1 });
+    expect(full.status).toBe(409);
+    expect(await full.json()).toMatchObject({ statusCode: 409, code: 'HUBSIDE_AUTH_ERR_TOO_MANY_CODES' });
+    await bridge.db.deleteFrom('access_code').where('group_name', '=', 'filler').execute();
+    const room = await post({ group: 'Физика 101 🧪', expiresAt: soon, maxUses: 100_000 });
+    expect(room.status).toBe(201);
+    const listed = (await (await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, { headers: auth() })).json()) as { group: string }[];
+    expect(listed.map((c) => c.group)).toContain('Физика 101 🧪');
+  });
+
+  it('lets a community admin manage access codes, and nothing else of the admin API', async () => {
+    const dean = { authorization: `token ${await hub.createToken('dean')}`, 'content-type': 'application/json' };
+    expect((await hubUser('dean')).body.admin).toBe(false);
+    const created = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, {
+      method: 'POST',
+      headers: dean,
+      body: JSON.stringify({ group: 'summer-school', expiresAt: new Date(Date.now() + 3600_000).toISOString(), maxUses: 30 }),
+    });
+    expect(created.status).toBe(201);
+    const code = (await created.json()) as { id: string };
+    const listed = (await (await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, { headers: dean })).json()) as { id: string; createdBy: string }[];
+    expect(listed.find((c) => c.id === code.id)).toMatchObject({ createdBy: 'dean' });
+    const revoked = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes/${code.id}`, { method: 'DELETE', headers: { authorization: dean.authorization } });
+    expect(revoked.status).toBe(200);
+    // A code into an admin group would make hub admins: that stays with the hub's admins.
+    const adminCode = await fetch(`${hub.url}${PREFIX}api/hubs/community/codes`, {
+      method: 'POST',
+      headers: dean,
+      body: JSON.stringify({ group: 'instructors', expiresAt: new Date(Date.now() + 3600_000).toISOString(), maxUses: 1 }),
+    });
+    expect(adminCode.status).toBe(403);
+    for (const path of ['api/hubs', 'api/idps', 'api/logins']) {
+      expect((await fetch(`${hub.url}${PREFIX}${path}`, { headers: dean })).status, path).toBe(403);
+    }
+    expect((await fetch(`${hub.url}${PREFIX}api/keys/rotate`, { method: 'POST', headers: dean })).status).toBe(403);
   });
 
   it('refuses an expired code with a clear page', async () => {
@@ -165,7 +294,7 @@ describe('event access codes and the admin API', () => {
     ];
     for (const res of refused) {
       expect(res.status, res.url).toBe(403);
-      expect(await res.json()).toMatchObject({ statusCode: 403, error: 'Forbidden', message: 'the auth-bridge admin API is for hub admins' });
+      expect(await res.json()).toMatchObject({ statusCode: 403, error: 'Forbidden', message: expect.stringMatching(/^(the auth-bridge admin API is for hub admins|access codes are managed by hub admins and community admins)$/) });
     }
   });
 

@@ -2,6 +2,7 @@
 import { createTestBrowser, createTestDatabase, freePort } from '@hubside/testing';
 import * as client from 'openid-client';
 import { describe, expect, it } from 'vitest';
+import { migrations } from '../src/migrations/index.js';
 import { PREFIX, bridgeConfig, rpLogin, secretsEnv, startBridge, startUniversities } from './fixtures/setup.js';
 
 const RP = { clientId: 'hub', secret: 'hub-secret-0123456789abcdef', redirectUri: 'http://rp.invalid/hub/oauth_callback' };
@@ -37,6 +38,15 @@ describe.each(['pglite', 'postgres'] as const)('restart on %s', (engine) => {
       expect(await app.bridge.cleanup()).toBeGreaterThan(0);
       const left = await app.db.selectFrom('oidc_model').select('id').where('model', '=', 'AuthorizationCode').execute();
       expect(left).toEqual([]);
+
+      // An account stored before codes' groups were kept apart holds its code's group among its
+      // own, where a revoke could not reach it: the migration takes it out.
+      const id = tokens.claims()!.sub;
+      await app.db.updateTable('account').set({ groups: JSON.stringify(['staff', 'workshop']) }).where('id', '=', id).execute();
+      await app.db.insertInto('code_membership').values({ account_id: id, code_id: 'legacy', group_name: 'workshop', expires_at: new Date(Date.now() + 3600_000) }).execute();
+      await migrations['2026-12-03T18-00-00_code-groups-apart']!.up(app.db);
+      const row = await app.db.selectFrom('account').select('groups').where('id', '=', id).executeTakeFirstOrThrow();
+      expect(row.groups).toEqual(['staff']);
     } finally {
       await app.close();
       await unis.close();

@@ -1,5 +1,6 @@
-import { createError, createServiceApp, schemaFor } from '@hubside/service-kit';
-import type { BuildOptions, ServiceDefinition } from '@hubside/service-kit';
+import { DEFAULT_COMMUNITY, createError, createServiceApp, isCommunityAdmin, schemaFor } from '@hubside/service-kit';
+import type { BuildOptions, Community, CommunityProvides, CommunityReference, ServiceDefinition } from '@hubside/service-kit';
+import { IdentityCache, InvalidTokenError, tokenFromHeader } from '@hubside/hub-client';
 import type { HubIdentity } from '@hubside/hub-client';
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
@@ -12,7 +13,7 @@ import { createGcsBackend } from './backends/gcs.js';
 import { PolicyTooLargeError } from './backends/errors.js';
 import { createS3Backend } from './backends/s3.js';
 import type { Backend, Issued } from './backends/types.js';
-import { configSchema } from './config.js';
+import { cleanText, configSchema } from './config.js';
 import type { DataGatewayConfig, DatasetConfig } from './config.js';
 import { resolveGrant } from './grants.js';
 import type { Access, Grant } from './grants.js';
@@ -31,7 +32,7 @@ const DatasetForbiddenError = createError('HUBSIDE_GATEWAY_ERR_FORBIDDEN', '%s',
 const BackendFailedError = createError('HUBSIDE_GATEWAY_ERR_BACKEND', '%s', 502);
 const PolicyError = createError('HUBSIDE_GATEWAY_ERR_POLICY_TOO_LARGE', '%s', 422);
 const UnsupportedError = createError('HUBSIDE_GATEWAY_ERR_UNSUPPORTED', '%s', 400);
-const AdminOnlyError = createError('HUBSIDE_GATEWAY_ERR_ADMIN_ONLY', 'the issuance log is for hub admins', 403);
+const AdminOnlyError = createError('HUBSIDE_GATEWAY_ERR_ADMIN_ONLY', 'the issuance log is for hub admins and community admins', 403);
 
 export interface DataGatewayOptions {
   prefix: string;
@@ -40,6 +41,8 @@ export interface DataGatewayOptions {
   env?: NodeJS.ProcessEnv;
   /** Replace a provider's backend (benchmarks count calls this way). */
   backends?: Partial<Record<DatasetConfig['provider'], Backend>>;
+  /** The community: its admins see the issuance audit besides the hub's admins. */
+  community?: Community;
 }
 
 const accessSchema = z.enum(['read', 'read-write']);
@@ -70,6 +73,7 @@ function defaultEndpoint(d: DatasetConfig): string | null {
 const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, opts) => {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   const { config } = opts;
+  const community = opts.community ?? DEFAULT_COMMUNITY;
   const p = opts.prefix;
   const env = opts.env ?? process.env;
   const s3 = opts.backends?.s3 ?? createS3Backend(env);
@@ -124,30 +128,68 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
   fastify.addHook('onClose', async () => auditLog.close());
   fastify.decorate('gateway', { issuer, auditLog });
 
+  // Group datasets check membership against a cache of its own, much shorter than the
+  // service's token cache: someone taken out of a group stops getting that group's data within
+  // groupCheckSeconds, not the 300 s a token is otherwise trusted.
+  const hubClient = fastify.kit.hub;
+  const groupCheck = hubClient
+    ? new IdentityCache({ resolve: (token) => hubClient.identify(token), ttlMs: config.groupCheckSeconds * 1000, failureTtlMs: 0 })
+    : null;
+  const anyGroupDataset = Object.values(config.datasets).some((d) => d.groups.length > 0);
+
+  /** The caller, with groups no older than groupCheckSeconds when `fresh` (group datasets). */
+  async function caller(request: FastifyRequest, fresh: boolean): Promise<HubIdentity> {
+    const user = request.hubUser!;
+    if (!fresh || !groupCheck) return user;
+    const token = tokenFromHeader(request.headers.authorization);
+    if (token === undefined) return user;
+    const current = await groupCheck.get(token);
+    // The token died since the service's cache last saw it.
+    if (!current) throw new InvalidTokenError();
+    return current;
+  }
+
+  const lifetimeOf = (d: DatasetConfig) => (d.groups.length > 0 ? Math.min(d.maxLifetimeSeconds, config.groupLifetimeSeconds) : d.maxLifetimeSeconds);
+
   function dataset(name: string): DatasetConfig {
     const d = Object.hasOwn(config.datasets, name) ? config.datasets[name] : undefined;
     if (!d) throw new UnknownDatasetError(JSON.stringify(name.slice(0, 63)));
     return d;
   }
 
-  function grantFor(name: string, user: HubIdentity, access: Access): { d: DatasetConfig; grant: Grant } {
+  async function grantFor(request: FastifyRequest, name: string, access: Access): Promise<{ d: DatasetConfig; grant: Grant; user: HubIdentity }> {
     const d = dataset(name);
+    const user = await caller(request, d.groups.length > 0);
     const grant = resolveGrant(name, d, user, access);
     if ('refused' in grant) {
       refusals.inc({ dataset: name });
+      // What was cached under a grant that no longer holds is never handed out again.
+      issuer.drop(user.name, name);
       throw new DatasetForbiddenError(grant.refused);
     }
-    return { d, grant };
+    return { d, grant, user };
   }
 
   async function obtain(request: FastifyRequest, name: string, access: Access, kind: 'credentials' | 'presign') {
-    const user = request.hubUser!;
-    const { d, grant } = grantFor(name, user, access);
+    const { d, grant, user } = await grantFor(request, name, access);
     const backend = backends[d.provider];
     if (!backend) throw new UnsupportedError(`dataset ${name}: provider ${d.provider} is not available in this build`);
+    const entryFor = (issued: Issued, credentialId: string) => ({
+      username: user.name,
+      dataset: name,
+      access,
+      kind,
+      provider: d.provider,
+      expiresAt: issued.expiration,
+      clientIp: request.ip ?? null,
+      credentialId,
+    });
     let result: { issued: Issued; cached: boolean; credentialId: string };
     try {
-      result = await issuer.get(backend, { datasetName: name, dataset: d, grant, username: user.name, durationSeconds: d.maxLifetimeSeconds });
+      // A new issuance is durable before anyone gets it, including requests that joined it.
+      result = await issuer.get(backend, { datasetName: name, dataset: d, grant, username: user.name, durationSeconds: lifetimeOf(d) }, (issued, id) =>
+        auditLog.issued(entryFor(issued, id)),
+      );
     } catch (err) {
       if (err instanceof PolicyTooLargeError) throw new PolicyError(err.message);
       if (err instanceof BackendError) {
@@ -157,20 +199,13 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
       throw err;
     }
     issuances.inc({ backend: backend.name, dataset: name, kind, source: result.cached ? 'cache' : 'backend' });
-    const entry = {
-      username: user.name,
-      dataset: name,
-      access,
-      kind,
-      provider: d.provider,
-      expiresAt: result.issued.expiration,
-      clientIp: request.ip ?? null,
-      credentialId: result.credentialId,
-    };
-    // New credentials and presigned URLs are durable before they are answered; handing out
-    // cached credentials again is counted and written in batches.
-    if (!result.cached || kind === 'presign') await auditLog.issued(entry, result.cached);
-    else await auditLog.delivered(entry);
+    // New credentials (recorded above) and presigned URLs are durable before they are answered;
+    // handing out cached credentials again is counted and written in batches.
+    if (result.cached) {
+      const entry = entryFor(result.issued, result.credentialId);
+      if (kind === 'presign') await auditLog.issued(entry, true);
+      else await auditLog.delivered(entry);
+    }
     return { d, grant, backend, ...result };
   }
 
@@ -247,7 +282,7 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
       const d = dataset(name);
       if (!S3_PROVIDERS.has(d.provider)) throw new UnsupportedError(`presigned URLs are for S3 datasets; ${name} is ${d.provider}`);
       const access: Access = method === 'PUT' ? 'read-write' : d.access === 'read-write' ? 'read-write' : 'read';
-      const { grant } = grantFor(name, request.hubUser!, access);
+      const { grant } = await grantFor(request, name, access);
       // Inside the policy: the key must sit under a granted prefix, and the URL can't outlive the session.
       if (!grant.prefixes.some((p) => key.startsWith(p))) {
         refusals.inc({ dataset: name });
@@ -262,7 +297,7 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
   );
 
   app.get(`${p}api/datasets`, async (request) => {
-    const user = request.hubUser!;
+    const user = await caller(request, anyGroupDataset);
     const hubRegion = config.hubRegion ?? null;
     const datasets = Object.entries(config.datasets).flatMap(([name, d]) => {
       const grant = resolveGrant(name, d, user, 'read');
@@ -278,7 +313,7 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
           access: d.access,
           region: d.region,
           sameRegion,
-          maxLifetimeSeconds: d.maxLifetimeSeconds,
+          maxLifetimeSeconds: lifetimeOf(d),
           ...(sameRegion === false
             ? { warning: `${name} is in ${d.region} and this hub runs in ${hubRegion}: reading it transfers data across regions, which is slower and may cost egress.` }
             : {}),
@@ -289,7 +324,7 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
   });
 
   app.get(`${p}api/env`, async (request) => {
-    const user = request.hubUser!;
+    const user = await caller(request, anyGroupDataset);
     const base = config.publicUrl ?? `${request.protocol}://${request.host}${opts.prefix}`;
     const vars: Record<string, string> = {};
     let firstS3: string | undefined;
@@ -321,8 +356,8 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
       schema: {
         querystring: z
           .object({
-            user: z.string().max(255).optional(),
-            dataset: z.string().max(63).optional(),
+            user: cleanText(255).optional(),
+            dataset: cleanText(63).optional(),
             kind: z.enum(['credentials', 'presign']).optional(),
             credential: z.uuid().optional(),
             since: z.iso.datetime({ offset: true }).optional(),
@@ -334,7 +369,8 @@ const gatewayPlugin: FastifyPluginAsync<DataGatewayOptions> = async (fastify, op
       },
     },
     async (request) => {
-      if (!request.hubUser!.admin) throw new AdminOnlyError();
+      const user = request.hubUser!;
+      if (!(user.admin || (user.kind === 'user' && isCommunityAdmin(community, user)))) throw new AdminOnlyError();
       const q = request.query;
       // Read what was answered, including repeat deliveries still counted in memory.
       await auditLog.flush();
@@ -383,8 +419,20 @@ export async function buildApp(
   extra: Pick<DataGatewayOptions, 'env' | 'backends'> = {},
 ): Promise<FastifyInstance> {
   const app = await createServiceApp({ ...opts, database: { schema: schemaFor('data-gateway'), migrations } });
-  await app.register(dataGateway, { prefix: opts.settings.prefix, config: opts.config, ...extra });
+  await app.register(dataGateway, { prefix: opts.settings.prefix, config: opts.config, ...(opts.community ? { community: opts.community } : {}), ...extra });
   return app;
+}
+
+/** Every group the section names, with where (`data-gateway.datasets.<name>.groups[i]`), for check-config. */
+export function references(config: DataGatewayConfig): CommunityReference[] {
+  return Object.entries(config.datasets).flatMap(([name, d]) =>
+    d.groups.map((group, i) => ({ kind: 'group' as const, name: group, field: `data-gateway.datasets.${name}.groups[${i}]` })),
+  );
+}
+
+/** What other sections may name: the datasets. */
+export function provides(config: DataGatewayConfig): CommunityProvides {
+  return { datasets: Object.keys(config.datasets) };
 }
 
 export const service: ServiceDefinition<typeof configSchema> = {
@@ -392,4 +440,6 @@ export const service: ServiceDefinition<typeof configSchema> = {
   configSchema,
   migrations,
   build: (opts) => buildApp(opts),
+  references,
+  provides,
 };

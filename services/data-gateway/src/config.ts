@@ -1,5 +1,17 @@
+import { LONE_SURROGATE, hubName } from '@hubside/service-kit';
 import { z } from 'zod';
 import { templateProblem, templateUses } from './escape.js';
+
+/** Free text that ends up in the database or in answers: no NUL, no lone surrogate. */
+export const cleanText = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((v) => !v.includes('\0'), 'must not contain NUL characters')
+    .refine((v) => !LONE_SURROGATE.test(v), 'must be valid Unicode (no lone surrogates)');
+
+/** The same bounds everywhere a name or a list of them is saved. */
+export const LIMITS = { datasets: 1000, groupsPerDataset: 1000 } as const;
 
 const httpUrl = z.string().refine((v) => {
   try {
@@ -16,7 +28,7 @@ const envName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'must be an environment v
 const s3Settings = z
   .object({
     /** The role the gateway assumes for every user; its own policy is the ceiling. */
-    roleArn: z.string().min(1),
+    roleArn: cleanText(2048).pipe(z.string().min(1)),
     /** STS endpoint; defaults to the dataset's endpoint for s3-compatible, AWS's regional STS for s3. */
     stsEndpoint: httpUrl.optional(),
     /** Send session tags (AWS supports them; RGW accepts them). */
@@ -55,7 +67,7 @@ export const datasetSchema = z
     /** Bucket (S3, GCS) or container (Azure). */
     bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid bucket or container name'),
     endpoint: httpUrl.optional(),
-    region: z.string().min(1).default('us-east-1'),
+    region: cleanText(64).pipe(z.string().min(1)).default('us-east-1'),
     /** e.g. `home/{username}/`, `groups/{group}/`, `public/`, or '' for the whole bucket. */
     prefix: z.string().superRefine((v, ctx) => {
       const problem = templateProblem(v);
@@ -63,9 +75,9 @@ export const datasetSchema = z
     }),
     access: z.enum(['read', 'read-write']).default('read'),
     /** Groups whose members may use the dataset; empty means every user. */
-    groups: z.array(z.string().min(1)).default([]),
+    groups: z.array(hubName).max(LIMITS.groupsPerDataset).default([]),
     maxLifetimeSeconds: z.number().int().min(1).max(43_200).default(3600),
-    description: z.string().optional(),
+    description: cleanText(2000).optional(),
     /** Variable name in `api/env`, e.g. SCRATCH_BUCKET. */
     envVar: envName.optional(),
     s3: s3Settings.optional(),
@@ -95,14 +107,29 @@ export type DatasetConfig = z.output<typeof datasetSchema>;
 export const configSchema = z
   .object({
     /** The region the hub runs in; datasets elsewhere carry an egress warning. */
-    hubRegion: z.string().min(1).optional(),
+    hubRegion: cleanText(64).pipe(z.string().min(1)).optional(),
     /** Seconds to wait for a storage backend before answering 502. */
     backendTimeoutSeconds: z.number().positive().max(120).default(10),
     /** Cached credentials are reused until this fraction of their lifetime has passed. */
     cacheRefreshFraction: z.number().gt(0).lt(1).default(0.8),
+    /**
+     * Seconds a user's group membership is trusted for group datasets (those with `groups`)
+     * before the gateway asks the hub again; 0 asks at every request. The service's own token
+     * cache (HUBSIDE_AUTH_CACHE_TTL, 300 s) still applies to everything else.
+     */
+    groupCheckSeconds: z.number().int().min(0).max(300).default(30),
+    /**
+     * The longest credentials for a group dataset live (each dataset's `maxLifetimeSeconds` is
+     * capped by it): what was handed out cannot be taken back, so this bounds how long someone
+     * who left the group keeps access. AWS STS needs at least 900.
+     */
+    groupLifetimeSeconds: z.number().int().min(1).max(43_200).default(900),
     /** The URL users' servers reach the gateway at, for `api/env` (default: derived from the request). */
     publicUrl: httpUrl.optional(),
-    datasets: z.record(datasetName, datasetSchema).default({}),
+    datasets: z
+      .record(datasetName, datasetSchema)
+      .refine((d) => Object.keys(d).length <= LIMITS.datasets, `must define at most ${LIMITS.datasets} datasets`)
+      .default({}),
     /** Repeat deliveries of cached credentials are counted and written in batches (see audit-log.ts). */
     audit: z
       .object({

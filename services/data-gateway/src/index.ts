@@ -1,2 +1,2 @@
-export { buildApp, configSchema, default, service } from './app.js';
+export { buildApp, configSchema, default, provides, references, service } from './app.js';
 export { migrations } from './migrations/index.js';

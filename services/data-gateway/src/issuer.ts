@@ -13,6 +13,8 @@ export class BackendError extends Error {
 interface Entry {
   /** Names this backend issuance in the audit, for every delivery of it. */
   id: string;
+  username: string;
+  dataset: string;
   promise: Promise<Issued>;
   refreshAt: number;
 }
@@ -70,15 +72,52 @@ export function createIssuer(opts: IssuerOptions) {
     }
   }
 
+  /** Forget a user's cached credentials for a dataset (all of them, or all but `keep`). */
+  function drop(username: string, dataset: string, keep?: string): number {
+    let n = 0;
+    for (const [k, e] of entries) {
+      if (k !== keep && e.username === username && e.dataset === dataset) {
+        entries.delete(k);
+        n += 1;
+      }
+    }
+    return n;
+  }
+
   return {
-    /** `cached` tells whether a backend call was avoided; `credentialId` names the issuance. */
-    async get(backend: Backend, req: Omit<IssueRequest, 'signal'>): Promise<{ issued: Issued; cached: boolean; credentialId: string }> {
+    drop,
+    /** How many cached credentials a user holds for a dataset. */
+    held(username: string, dataset: string): number {
+      let n = 0;
+      for (const e of entries.values()) if (e.username === username && e.dataset === dataset) n += 1;
+      return n;
+    },
+    /**
+     * `cached` tells whether a backend call was avoided; `credentialId` names the issuance.
+     * `record` runs once per backend issuance, before anyone gets the credentials: callers that
+     * join an issuance in flight wait for it too, so none of them answers before the issuance
+     * is recorded (and all of them fail if it cannot be).
+     */
+    async get(
+      backend: Backend,
+      req: Omit<IssueRequest, 'signal'>,
+      record?: (issued: Issued, credentialId: string) => Promise<void>,
+    ): Promise<{ issued: Issued; cached: boolean; credentialId: string }> {
       const key = cacheKey(req.username, req);
       const hit = entries.get(key);
       if (hit && hit.refreshAt > now()) return { issued: await hit.promise, cached: true, credentialId: hit.id };
       sweep();
       const requestedAt = now();
-      const entry: Entry = { id: randomUUID(), promise: callBackend(backend, req), refreshAt: Number.POSITIVE_INFINITY };
+      // Credentials this user holds for the dataset under another grant (a group left, so other
+      // prefixes) are not handed out again.
+      drop(req.username, req.datasetName, key);
+      const id = randomUUID();
+      const issuing = async () => {
+        const issued = await callBackend(backend, req);
+        await record?.(issued, id);
+        return issued;
+      };
+      const entry: Entry = { id, username: req.username, dataset: req.datasetName, promise: issuing(), refreshAt: Number.POSITIVE_INFINITY };
       entries.set(key, entry);
       try {
         const issued = await entry.promise;

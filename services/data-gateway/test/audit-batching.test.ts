@@ -9,6 +9,7 @@ import { resolveSettings } from '@hubside/service-kit';
 import { createTestDatabase, startHub, waitFor } from '@hubside/testing';
 import type { RunningHub, TestDatabase } from '@hubside/testing';
 import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
 import type { Kysely } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../src/app.js';
@@ -62,7 +63,7 @@ async function newDatabase(): Promise<TestDatabase> {
   return db;
 }
 
-async function gateway(database: TestDatabase, audit: { flushSeconds: number; maxPendingBatches?: number }): Promise<FastifyInstance> {
+async function gateway(database: TestDatabase, audit: { flushSeconds: number; maxPendingBatches?: number }, using: Backend = backend): Promise<FastifyInstance> {
   const config = configSchema.parse({
     audit,
     datasets: {
@@ -76,7 +77,7 @@ async function gateway(database: TestDatabase, audit: { flushSeconds: number; ma
     HUBSIDE_RATE_LIMIT_USER: '0',
     ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
   });
-  const app = await buildApp({ settings, config, logger: false, defaultMetrics: false }, { backends: { 's3-compatible': backend } });
+  const app = await buildApp({ settings, config, logger: false, defaultMetrics: false }, { backends: { 's3-compatible': using } });
   open.push(app);
   return app;
 }
@@ -183,5 +184,53 @@ describe('issuances are durable before the answer; repeat deliveries are batched
       [true, 1],
       [true, 1],
     ]);
+  });
+
+  it('a request that joins an issuance in flight is not answered before the issuance row is written', async () => {
+    // Found by test/faults/kill9-gateway.test.ts on a loaded machine: the request that joined
+    // the backend call was answered from memory while the first one was still writing the
+    // issuance row, so a kill -9 in between left a credential in a client's hands with no row.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let issuing = 0;
+    const gated: Backend = {
+      name: 'gated-sts',
+      async issue(req) {
+        issuing += 1;
+        await gate;
+        return { provider: req.dataset.provider, credentials: { accessKeyId: 'AKGATED', secretAccessKey: 'x', sessionToken: 'y' }, expiration: new Date(Date.now() + 900_000) };
+      },
+    };
+    const database = await newDatabase();
+    const app = await gateway(database, { flushSeconds: 60 }, gated);
+    const db = app.db as Kysely<GatewayDB>;
+    const ask = (ip: string) =>
+      app.inject({ method: 'POST', url: `${PREFIX}api/credentials`, remoteAddress: ip, headers: { authorization: `token ${tokens.alice}` }, payload: { dataset: 'home', access: 'read-write' } });
+    const answered: string[] = [];
+    const first = ask('10.0.0.1').then((r) => (answered.push('first'), r));
+    const joiner = ask('10.0.0.2').then((r) => (answered.push('joiner'), r));
+    await waitFor(async () => issuing === 1, { timeoutMs: 10_000, intervalMs: 10, what: 'the backend call in flight' });
+    // Hold the issuances table, so the issuance row cannot be written yet.
+    let unlock!: () => void;
+    const held = new Promise<void>((r) => (unlock = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const holder = db.transaction().execute(async (trx) => {
+      await sql`lock table issuances in exclusive mode`.execute(trx);
+      locked();
+      await held;
+    });
+    await isLocked;
+    release();
+    // For a second, with the row unwritable, nobody may be answered.
+    const early = await Promise.race([Promise.race([first, joiner]).then(() => 'answered'), new Promise<string>((r) => setTimeout(() => r('waited'), 1000))]);
+    expect(early, `answered while the issuance row could not be written: ${answered.join(', ')}`).toBe('waited');
+    unlock();
+    await holder;
+    const [a, b] = await Promise.all([first, joiner]);
+    expect([a.statusCode, b.statusCode]).toEqual([200, 200]);
+    expect(issuing).toBe(1);
+    const rows = await stored(app);
+    expect(rows.filter((r) => !r.cached)).toHaveLength(1);
   });
 });

@@ -67,3 +67,51 @@ describe('data-gateway config', () => {
     ).toContain('data-gateway.datasets.d.s3');
   });
 });
+
+describe('limits and strings in the datasets config', () => {
+  const s3 = { provider: 's3-compatible', bucket: 'hub-data', endpoint: 'http://127.0.0.1:9', prefix: 'shared/', s3: { roleArn: 'arn:aws:iam:::role/r' } };
+  const paths = (cfg: unknown) => {
+    const r = configSchema.safeParse(cfg);
+    return r.success ? [] : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+  };
+
+  it('refuses a NUL, a lone surrogate or a control character in group names and saved text, naming the field', () => {
+    expect(paths({ datasets: { d: { ...s3, groups: ['ok', 'a\u0000b'] } } })).toEqual([expect.stringMatching(/^datasets\.d\.groups\.1: /)]);
+    expect(paths({ datasets: { d: { ...s3, groups: ['\ud800'] } } })).toEqual([expect.stringMatching(/^datasets\.d\.groups\.0: must be valid Unicode/)]);
+    expect(paths({ datasets: { d: { ...s3, groups: ['a\nb'] } } })).toHaveLength(1);
+    expect(paths({ datasets: { d: { ...s3, description: 'x\udfff' } } })).toEqual([expect.stringMatching(/^datasets\.d\.description: /)]);
+    expect(paths({ datasets: { d: { ...s3, region: 'eu\u0000' } } })).toHaveLength(1);
+    expect(paths({ datasets: { d: { ...s3, groups: ['Физика 101', '🧪 lab'], description: 'Données 🌍' } } })).toEqual([]);
+  });
+
+  it('bounds the datasets, and the groups of each, at 1000', () => {
+    const many = Array.from({ length: 1001 }, (_, i) => `g${i}`);
+    expect(paths({ datasets: { d: { ...s3, groups: many } } })).toHaveLength(1);
+    expect(paths({ datasets: { d: { ...s3, groups: many.slice(0, 1000) } } })).toEqual([]);
+    expect(paths({ datasets: Object.fromEntries(many.map((g) => [g, s3])) })).toEqual([expect.stringMatching(/^datasets: must define at most 1000/)]);
+  });
+
+  it('bounds groupCheckSeconds and groupLifetimeSeconds', () => {
+    expect(configSchema.parse({})).toMatchObject({ groupCheckSeconds: 30, groupLifetimeSeconds: 900 });
+    expect(paths({ groupCheckSeconds: 301 })).toHaveLength(1);
+    expect(paths({ groupLifetimeSeconds: 0 })).toHaveLength(1);
+  });
+});
+
+describe('what the section names and defines, for check-config', () => {
+  it('reports every dataset group with its field path, and the datasets it provides', async () => {
+    const { references, provides } = await import('../src/index.js');
+    const s3 = { provider: 's3-compatible', bucket: 'hub-data', endpoint: 'http://127.0.0.1:9', s3: { roleArn: 'arn:aws:iam:::role/r' } };
+    const config = configSchema.parse({
+      datasets: {
+        'climate-shared': { ...s3, prefix: 'groups/{group}/', groups: ['climate', 'ocean'] },
+        home: { ...s3, prefix: 'home/{username}/' },
+      },
+    });
+    expect(references(config)).toEqual([
+      { kind: 'group', name: 'climate', field: 'data-gateway.datasets.climate-shared.groups[0]' },
+      { kind: 'group', name: 'ocean', field: 'data-gateway.datasets.climate-shared.groups[1]' },
+    ]);
+    expect(provides(config)).toEqual({ datasets: ['climate-shared', 'home'] });
+  });
+});

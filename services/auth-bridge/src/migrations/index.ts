@@ -106,4 +106,28 @@ export const migrations: MigrationSet = {
       }
     },
   },
+  '2026-12-03T18-00-00_code-groups-apart': {
+    // Accounts used to store a code's group among their own groups, so it outlived a revoke.
+    // Take it out: a code's group lives only in code_membership now. Someone who also has that
+    // group from their institution gets it back at their next login.
+    async up(db: Kysely<any>) {
+      const rows = (await db
+        .selectFrom('code_membership')
+        .innerJoin('account', 'account.id', 'code_membership.account_id')
+        .select(['account.id as id', 'account.groups as groups', 'code_membership.group_name as group_name'])
+        .execute()) as { id: string; groups: unknown; group_name: string }[];
+      const byAccount = new Map<string, { groups: string[]; drop: Set<string> }>();
+      for (const r of rows) {
+        const groups = Array.isArray(r.groups) ? (r.groups as string[]) : typeof r.groups === 'string' ? (JSON.parse(r.groups) as string[]) : [];
+        const entry = byAccount.get(r.id) ?? { groups, drop: new Set<string>() };
+        entry.drop.add(r.group_name);
+        byAccount.set(r.id, entry);
+      }
+      for (const [id, { groups, drop }] of byAccount) {
+        const kept = groups.filter((g) => !drop.has(g));
+        if (kept.length !== groups.length) await db.updateTable('account').set({ groups: JSON.stringify(kept) }).where('id', '=', id).execute();
+      }
+    },
+    async down() {},
+  },
 };

@@ -4,7 +4,7 @@ import type Provider from 'oidc-provider';
 import type { KoaContextLike } from 'oidc-provider';
 import type { AuthBridgeConfig } from '../config.js';
 import type { DB } from '../db.table.js';
-import { hubOfAccount, loadClaims } from '../accounts.js';
+import { claimsExpired, claimsTime, hubOfAccount, loadClaims } from '../accounts.js';
 import { errorPage } from '../pages.js';
 import { ACCESS_CODE_COOKIE } from '../routes/login.js';
 import { createOidcAdapter } from './adapter.js';
@@ -46,11 +46,25 @@ export async function createProvider(opts: ProviderOptions): Promise<Provider> {
       return hubOfAccount(accountId) === hub ? interactionPolicy.Check.NO_NEED_TO_PROMPT : interactionPolicy.Check.REQUEST_PROMPT;
     }),
   );
-  // An event access code must go through the code's own checks, even with a live session.
+  // A session whose account's claims are older than ttl.upstreamClaims goes back to the
+  // institution, so the groups it asserts are read afresh.
   login.checks.add(
-    new interactionPolicy.Check('access_code', 'an event access code was given', async (ctx: any) =>
-      ctx.oidc.params.access_code || ctx.cookies.get(ACCESS_CODE_COOKIE, { signed: false }) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT,
-    ),
+    new interactionPolicy.Check('stale_claims', 'what the institution said is too old', async (ctx: any) => {
+      const accountId: string | undefined = ctx.oidc.session?.accountId;
+      if (!accountId || ctx.oidc.result?.login) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      const at = await claimsTime(db, accountId);
+      return at && !claimsExpired(at, config.ttl.upstreamClaims) ? interactionPolicy.Check.NO_NEED_TO_PROMPT : interactionPolicy.Check.REQUEST_PROMPT;
+    }),
+  );
+  // An event access code must go through the code's own checks, even with a live session; but
+  // not again when the authorization resumes from the login that just redeemed it (with the
+  // code as an `access_code` parameter it is still there, and would be redeemed again and
+  // again until used up).
+  login.checks.add(
+    new interactionPolicy.Check('access_code', 'an event access code was given', async (ctx: any) => {
+      if (ctx.oidc.result?.login) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      return ctx.oidc.params.access_code || ctx.cookies.get(ACCESS_CODE_COOKIE, { signed: false }) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    }),
   );
 
   const provider = new ProviderClass(issuer, {
@@ -77,7 +91,7 @@ export async function createProvider(opts: ProviderOptions): Promise<Provider> {
       short: { signed: true, httpOnly: true, sameSite: 'lax' },
     },
     findAccount: async (_ctx: unknown, id: string) => {
-      const claims = await loadClaims(db, id);
+      const claims = await loadClaims(db, id, config.hubs, { maxAgeSeconds: config.ttl.upstreamClaims });
       if (!claims) return undefined;
       return { accountId: id, claims: async () => claims };
     },

@@ -2,20 +2,25 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { ForbiddenError } from '@hubside/hub-client';
-import { createError } from '@hubside/service-kit';
+import { createError, isCommunityAdmin } from '@hubside/service-kit';
+import type { Community } from '@hubside/service-kit';
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { hubIdps } from '../config.js';
 import { hashCode, newSecret } from '../bridge.js';
-import { dbText } from '../text.js';
+import { LIMITS, dbText, hubName } from '../text.js';
 
 const NotFound = createError('HUBSIDE_AUTH_ERR_NOT_FOUND', '%s', 404);
 const BadRequest = createError('HUBSIDE_AUTH_ERR_BAD_REQUEST', '%s', 400);
+const Conflict = createError('HUBSIDE_AUTH_ERR_TOO_MANY_CODES', '%s', 409);
 
 const hubParam = z.object({ hub: dbText(100) });
 
-/** The admin API: hub admins only (their hub token or a service token with admin:users). */
-async function adminRoutes(app: FastifyInstance): Promise<void> {
+/**
+ * The admin API: hub admins (their hub token or a service token with admin:users); access codes
+ * also for the community's admins (`community.admins`).
+ */
+async function adminRoutes(app: FastifyInstance, opts: { community: Community }): Promise<void> {
   const b = app.bridge;
   const { prefix, db } = b;
   const typed = app.withTypeProvider<ZodTypeProvider>();
@@ -27,6 +32,11 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
     if (!user || !(user.admin || user.scopes.includes('admin:users'))) {
       throw new ForbiddenError('the auth-bridge admin API is for hub admins');
     }
+  };
+  const requireCodeManager = async (request: FastifyRequest) => {
+    const user = request.hubUser;
+    if (user && (user.scopes.includes('admin:users') || (user.kind === 'user' && isCommunityAdmin(opts.community, user)))) return;
+    throw new ForbiddenError('access codes are managed by hub admins and community admins');
   };
   const knownHub = (hub: string) => {
     if (!b.config.hubs[hub]) throw new NotFound(`no hub named ${JSON.stringify(hub)}`);
@@ -90,24 +100,41 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
 
   const codeBody = z
     .object({
-      group: dbText(255),
+      // The same rules as a group named in the community file.
+      group: hubName,
       expiresAt: z.iso.datetime({ offset: true }),
-      maxUses: z.number().int().min(1).max(100_000),
-      idps: z.array(dbText(100)).max(100).default([]),
+      maxUses: z.number().int().min(1).max(LIMITS.codeUses),
+      idps: z.array(dbText(100)).max(LIMITS.ruleEntries).default([]),
     })
     .strict();
 
   typed.post(
     `${prefix}api/hubs/:hub/codes`,
-    { config: auth, onRequest: requireAdmin, schema: { params: hubParam, body: codeBody } },
+    { config: auth, onRequest: requireCodeManager, schema: { params: hubParam, body: codeBody } },
     async (request, reply) => {
       const hub = knownHub(request.params.hub);
       const body = request.body;
+      const user = request.hubUser!;
+      // A code into an admin group makes hub admins: only a hub admin may hand that out.
+      if (hub.adminGroups.includes(body.group) && !(user.admin || user.scopes.includes('admin:users'))) {
+        throw new ForbiddenError(`group ${JSON.stringify(body.group)} makes hub admins (adminGroups): only a hub admin may create codes for it`);
+      }
       const expiresAt = new Date(body.expiresAt);
       if (expiresAt.getTime() <= Date.now()) throw new BadRequest('body.expiresAt: must be in the future');
+      if (expiresAt.getTime() > Date.now() + LIMITS.codeDays * 86_400_000) throw new BadRequest(`body.expiresAt: must be at most ${LIMITS.codeDays} days ahead`);
       const offered = hubIdps(b.config.upstreams, hub);
       const unknown = body.idps.filter((i) => !offered.includes(i));
       if (unknown.length > 0) throw new BadRequest(`body.idps: ${unknown.map((u) => JSON.stringify(u)).join(', ')} not offered by this hub`);
+      const live = await db
+        .selectFrom('access_code')
+        .select((eb) => eb.fn.countAll<string | number>().as('n'))
+        .where('hub', '=', request.params.hub)
+        .where('revoked_at', 'is', null)
+        .where('expires_at', '>', new Date())
+        .executeTakeFirstOrThrow();
+      if (Number(live.n) >= LIMITS.liveCodesPerHub) {
+        throw new Conflict(`this hub already has ${LIMITS.liveCodesPerHub} live access codes: revoke some first`);
+      }
       const code = newSecret(18);
       const id = randomUUID();
       await db
@@ -128,7 +155,7 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
     },
   );
 
-  typed.get(`${prefix}api/hubs/:hub/codes`, { config: auth, onRequest: requireAdmin, schema: { params: hubParam } }, async (request) => {
+  typed.get(`${prefix}api/hubs/:hub/codes`, { config: auth, onRequest: requireCodeManager, schema: { params: hubParam } }, async (request) => {
     knownHub(request.params.hub);
     const rows = await db.selectFrom('access_code').selectAll().where('hub', '=', request.params.hub).orderBy('created_at', 'desc').execute();
     return rows.map((r) => ({
@@ -145,21 +172,27 @@ async function adminRoutes(app: FastifyInstance): Promise<void> {
 
   typed.delete(
     `${prefix}api/hubs/:hub/codes/:id`,
-    { config: auth, onRequest: requireAdmin, schema: { params: hubParam.extend({ id: z.uuid() }) } },
+    { config: auth, onRequest: requireCodeManager, schema: { params: hubParam.extend({ id: z.uuid() }) } },
     async (request) => {
       knownHub(request.params.hub);
-      const res = await db
-        .updateTable('access_code')
-        .set({ revoked_at: new Date() })
-        .where('id', '=', request.params.id)
-        .where('hub', '=', request.params.hub)
-        .executeTakeFirst();
-      if (Number(res.numUpdatedRows) === 0) throw new NotFound('no such code');
-      return { revoked: true };
+      // The groups the code granted end with it: the next userinfo or refresh no longer has them.
+      const ended = await db.transaction().execute(async (trx) => {
+        const res = await trx
+          .updateTable('access_code')
+          .set({ revoked_at: new Date() })
+          .where('id', '=', request.params.id)
+          .where('hub', '=', request.params.hub)
+          .executeTakeFirst();
+        if (Number(res.numUpdatedRows) === 0) return undefined;
+        const gone = await trx.deleteFrom('code_membership').where('code_id', '=', request.params.id).executeTakeFirst();
+        return Number(gone.numDeletedRows);
+      });
+      if (ended === undefined) throw new NotFound('no such code');
+      return { revoked: true, membershipsEnded: ended };
     },
   );
 
   typed.post(`${prefix}api/keys/rotate`, { config: auth, onRequest: requireAdmin }, async () => ({ kid: await b.rotateKeys() }));
 }
 
-export const adminRoutesPlugin = fp(adminRoutes, { name: 'auth-bridge-admin', dependencies: ['auth-bridge-core'] });
+export const adminRoutesPlugin = fp<{ community: Community }>(adminRoutes, { name: 'auth-bridge-admin', dependencies: ['auth-bridge-core'] });

@@ -8,6 +8,8 @@ import { accountId, saveAccount } from '../accounts.js';
 import { hubIdps } from '../config.js';
 import { hashCode } from '../bridge.js';
 import { CHOOSER_JS, PAGE_CSP, chooserPage, errorPage } from '../pages.js';
+import type { PageLink } from '../pages.js';
+import type { HubConfig } from '../config.js';
 import { applyRules } from '../rules.js';
 import { UpstreamError } from '../upstream.js';
 import { storable } from '../text.js';
@@ -19,8 +21,25 @@ function page(reply: FastifyReply, status: number, html: string): FastifyReply {
   return reply.code(status).type('text/html; charset=utf-8').header('content-security-policy', PAGE_CSP).header('cache-control', 'no-store').send(html);
 }
 
-function refusal(reply: FastifyReply, status: number, title: string, message: string): FastifyReply {
-  return page(reply, status, errorPage({ title, message }));
+function refusal(reply: FastifyReply, status: number, title: string, message: string, links: PageLink[] = []): FastifyReply {
+  return page(reply, status, errorPage({ title, message, links }));
+}
+
+/** The hub's own pages (`…/hub/`), from where it logs in or gets its OAuth callback. */
+export function hubHome(hub: HubConfig): string {
+  return new URL('.', hub.loginUrl ?? hub.redirectUris[0]!).href;
+}
+
+/**
+ * Where a refused person can go next: back to this login's chooser (another institution), a
+ * fresh login at the hub, and the hub itself.
+ */
+function waysOn(hub: HubConfig | undefined, chooser?: string): PageLink[] {
+  const links: PageLink[] = [];
+  if (chooser) links.push({ href: chooser, text: 'Choose another institution' });
+  else if (hub?.loginUrl) links.push({ href: hub.loginUrl, text: 'Log in again, with another institution' });
+  if (hub) links.push({ href: hubHome(hub), text: `Go to ${hub.displayName ?? 'the hub'}` });
+  return links;
 }
 
 function readCookie(request: FastifyRequest, name: string): string | undefined {
@@ -52,6 +71,13 @@ async function loginRoutes(app: FastifyInstance): Promise<void> {
   const noAuth = { auth: false as const };
   const typed = app.withTypeProvider<import('fastify-type-provider-zod').ZodTypeProvider>();
 
+  // When the login itself is gone we cannot tell which hub it was for; with one hub, it is that one.
+  const onlyHub = () => {
+    const hubs = Object.values(b.config.hubs);
+    return hubs.length === 1 ? hubs[0] : undefined;
+  };
+  const chooserOf = (uid: string) => `${prefix}interaction/${encodeURIComponent(uid)}`;
+
   const findCode = (code: string) =>
     db
       .selectFrom('access_code')
@@ -72,9 +98,9 @@ async function loginRoutes(app: FastifyInstance): Promise<void> {
       try {
         details = await b.provider().interactionDetails(request.raw, reply.raw);
       } catch {
-        return refusal(reply, 400, 'This login has expired', 'This login was started too long ago or in another browser. Go back to your hub and log in again.');
+        return refusal(reply, 400, 'This login has expired', 'This login was started too long ago or in another browser. Go back to your hub and log in again.', waysOn(onlyHub()));
       }
-      if (details.uid !== request.params.uid) return refusal(reply, 400, 'This login has expired', 'Go back to your hub and log in again.');
+      if (details.uid !== request.params.uid) return refusal(reply, 400, 'This login has expired', 'Go back to your hub and log in again.', waysOn(onlyHub()));
       const hubName = b.hubByClient.get(String(details.params.client_id));
       const hub = hubName ? b.config.hubs[hubName] : undefined;
       if (!hubName || !hub) return refusal(reply, 400, 'Unknown hub', 'This login was started by a hub this service does not know.');
@@ -86,12 +112,12 @@ async function loginRoutes(app: FastifyInstance): Promise<void> {
         const problem = codeProblem(code, hubName);
         if (problem) {
           setCookie(reply, ACCESS_CODE_COOKIE, '', prefix, 0, secure);
-          return refusal(reply, 403, 'This access code cannot be used', problem);
+          return refusal(reply, 403, 'This access code cannot be used', problem, waysOn(hub));
         }
         const allowed = jsonArray(code!.idps);
         if (allowed.length > 0) idps = idps.filter((i) => allowed.includes(i));
       }
-      if (idps.length === 0) return refusal(reply, 403, 'No way to log in', 'No identity provider is available for this hub.');
+      if (idps.length === 0) return refusal(reply, 403, 'No way to log in', 'No identity provider is available for this hub.', waysOn(hub));
 
       const startUrl = (idp: string) => `${prefix}interaction/${encodeURIComponent(details.uid)}/login/${encodeURIComponent(idp)}`;
       const hint = typeof details.params.idp_hint === 'string' ? details.params.idp_hint : undefined;
@@ -122,21 +148,23 @@ async function loginRoutes(app: FastifyInstance): Promise<void> {
       try {
         details = await b.provider().interactionDetails(request.raw, reply.raw);
       } catch {
-        return refusal(reply, 400, 'This login has expired', 'Go back to your hub and log in again.');
+        return refusal(reply, 400, 'This login has expired', 'Go back to your hub and log in again.', waysOn(onlyHub()));
       }
       const hubName = b.hubByClient.get(String(details.params.client_id));
       const hub = hubName ? b.config.hubs[hubName] : undefined;
       const upstream = b.upstreams.get(request.params.idp);
       if (!hubName || !hub || !upstream || !hubIdps(b.config.upstreams, hub).includes(upstream.name) || details.uid !== request.params.uid) {
-        return refusal(reply, 400, 'Unknown institution', 'This hub does not offer that institution for login.');
+        return refusal(reply, 400, 'Unknown institution', 'This hub does not offer that institution for login.', waysOn(hub ?? onlyHub(), chooserOf(details.uid)));
       }
       const codeValue = typeof details.params.access_code === 'string' ? details.params.access_code : readCookie(request, ACCESS_CODE_COOKIE);
       if (codeValue) {
         const code = await findCode(codeValue);
         const problem = codeProblem(code, hubName);
-        if (problem) return refusal(reply, 403, 'This access code cannot be used', problem);
+        if (problem) return refusal(reply, 403, 'This access code cannot be used', problem, waysOn(hub));
         const allowed = jsonArray(code!.idps);
-        if (allowed.length > 0 && !allowed.includes(upstream.name)) return refusal(reply, 403, 'Not with this code', 'This event access code does not allow that institution.');
+        if (allowed.length > 0 && !allowed.includes(upstream.name)) {
+          return refusal(reply, 403, 'Not with this code', 'This event access code does not allow that institution.', waysOn(hub, chooserOf(details.uid)));
+        }
       }
       const checks = { state: client.randomState(), nonce: client.randomNonce(), codeVerifier: client.randomPKCECodeVerifier() };
       let target: URL;
@@ -144,7 +172,7 @@ async function loginRoutes(app: FastifyInstance): Promise<void> {
         target = await upstream.authorizationUrl(checks);
       } catch (err) {
         request.log.warn({ err, idp: upstream.name }, 'upstream discovery failed');
-        return refusal(reply, 502, `${upstream.config.displayName} is unavailable`, `We could not reach ${upstream.config.displayName}. Try again in a few minutes.`);
+        return refusal(reply, 502, `${upstream.config.displayName} is unavailable`, `We could not reach ${upstream.config.displayName}. Try again in a few minutes.`, waysOn(hub, chooserOf(details.uid)));
       }
       await db
         .insertInto('upstream_login')
@@ -174,7 +202,7 @@ async function loginRoutes(app: FastifyInstance): Promise<void> {
     },
     async (request, reply) => {
       const upstream = b.upstreams.get(request.params.idp);
-      if (!upstream) return refusal(reply, 404, 'Unknown institution', 'There is no institution by that name here.');
+      if (!upstream) return refusal(reply, 404, 'Unknown institution', 'There is no institution by that name here.', waysOn(onlyHub()));
       // Our states are random base64url; anything else (a NUL, a list) matches no login.
       const state = storable(request.query.state) ? request.query.state : undefined;
       // Taking the row deletes it: a state (and with it the code) is good for one try only.
@@ -186,7 +214,9 @@ async function loginRoutes(app: FastifyInstance): Promise<void> {
           .insertInto('login_event')
           .values({ hub: hub ?? '-', idp: upstream.name, username: username ?? null, outcome: 'refused', reason })
           .execute();
-        return refusal(reply, status, title, message);
+        // Back to this login's chooser while the login lasts, and to the hub it came from.
+        const from = hub ? b.config.hubs[hub] : undefined;
+        return refusal(reply, status, title, message, waysOn(from ?? onlyHub(), row && from ? chooserOf(row.interaction_uid) : undefined));
       };
       if (!row) {
         return refuse(400, 'Login refused: state mismatch', 'This login response does not match any login in progress (state mismatch, or it was already used). Go back to your hub and log in again.', 'state_mismatch');
@@ -268,9 +298,9 @@ async function loginRoutes(app: FastifyInstance): Promise<void> {
     async (request, reply) => {
       const code = await findCode(request.params.code);
       const problem = codeProblem(code, undefined);
-      if (problem) return refusal(reply, code ? 410 : 404, 'This access code cannot be used', problem);
+      if (problem) return refusal(reply, code ? 410 : 404, 'This access code cannot be used', problem, waysOn(code ? b.config.hubs[code.hub] : onlyHub()));
       const hub = b.config.hubs[code!.hub];
-      if (!hub?.loginUrl) return refusal(reply, 400, 'This access code cannot be used', 'This hub has no login URL configured.');
+      if (!hub?.loginUrl) return refusal(reply, 400, 'This access code cannot be used', 'This hub has no login URL configured.', waysOn(hub));
       const maxAge = Math.max(60, Math.min(3600, Math.floor((new Date(code!.expires_at).getTime() - Date.now()) / 1000)));
       setCookie(reply, ACCESS_CODE_COOKIE, request.params.code, prefix, maxAge, secure);
       return reply.redirect(hub.loginUrl, 303);
