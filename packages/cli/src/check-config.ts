@@ -1,4 +1,4 @@
-import { DEFAULT_COMMUNITY, SERVICE_NAMES, communityFileSchema, communitySchema, describeIssues, withoutPrototypes } from '@hubside/service-kit';
+import { DEFAULT_COMMUNITY, SERVICE_NAMES, communityFileSchema, communitySchema, describeIssues, fieldKey, withoutPrototypes } from '@hubside/service-kit';
 import type { Community, CommunityProvides, CommunityReference, ServiceName } from '@hubside/service-kit';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
@@ -52,9 +52,7 @@ function sameButCase(name: string, names: Iterable<string>): string | undefined 
 }
 
 /** A key as it appears in a field path: bare when plain, quoted when it holds dots, spaces, brackets. */
-export function keyPath(key: string): string {
-  return /^[\p{L}\p{N}_@:-]+$/u.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`;
-}
+export const keyPath = fieldKey;
 
 /** What the `community:` section itself names: admin groups and course groups, and each course's instructor groups. */
 export function communityReferences(community: Community): CommunityReference[] {

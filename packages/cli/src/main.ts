@@ -16,7 +16,6 @@ import type { ServiceDefinition, ServiceName, Tracing } from '@hubside/service-k
 import closeWithGrace from 'close-with-grace';
 import { checkCommunityFile, parseCommunityYaml } from './check-config.js';
 import type { CheckResult } from './check-config.js';
-import { SECTION_FALLBACKS } from './section-references.js';
 
 const USAGE = `Usage: hubside <command> [options]
 
@@ -125,7 +124,7 @@ async function checkFile(file: string): Promise<CheckResult> {
   const parsed = parseCommunityYaml(text);
   if (!parsed.ok) return { problems: parsed.problems, notes: [] };
   const definitions = await Promise.all(SERVICE_NAMES.map((name) => definition(name)));
-  return checkCommunityFile(parsed.value, definitions, SECTION_FALLBACKS);
+  return checkCommunityFile(parsed.value, definitions);
 }
 
 async function checkConfig(args: string[]): Promise<number> {

@@ -11,7 +11,6 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { checkCommunityFile, parseCommunityYaml } from '../src/check-config.js';
 import type { CheckedDefinition } from '../src/check-config.js';
-import { SECTION_FALLBACKS } from '../src/section-references.js';
 
 /*
  * Stub definitions, only to exercise the checker: each section is a list of names it refers to
@@ -244,7 +243,7 @@ describe('with the four real services', () => {
   };
 
   it('refuses the example file of issue 14, naming each reference its sections disagree on', () => {
-    const r = checkCommunityFile(read('./fixtures/issue-14-community.yaml'), REAL, SECTION_FALLBACKS);
+    const r = checkCommunityFile(read('./fixtures/issue-14-community.yaml'), REAL);
     expect(r.problems).toEqual(
       expect.arrayContaining([
         expect.stringMatching(/^usage-collector\.currency: "EUR" is not the community's currency \(community\.currency is "USD", the default\)/),
@@ -258,7 +257,7 @@ describe('with the four real services', () => {
   });
 
   it('accepts the example community, checking every group it names', () => {
-    const r = checkCommunityFile(read('../../../examples/community.yaml'), REAL, SECTION_FALLBACKS);
+    const r = checkCommunityFile(read('../../../examples/community.yaml'), REAL);
     expect(r).toEqual({ problems: [], notes: [] });
   });
 
@@ -274,9 +273,8 @@ describe('with the four real services', () => {
     }
   });
 
-  it('the CLI\'s own reading of each section finds every group, profile and dataset it names', () => {
-    // Only the fallback: the definitions without references/provides, as before the services export them.
-    const bare = REAL.map(({ name, configSchema }) => ({ name, configSchema }));
+  it('each service names every group, profile and dataset its section refers to', () => {
+    const bare = REAL;
     const doc = {
       community: { name: 'All', currency: 'EUR', groups: { known: null } },
       'auth-bridge': {
@@ -313,8 +311,9 @@ describe('with the four real services', () => {
         datasets: { d: { provider: 'gcs', bucket: 'bucket', prefix: 'x/', groups: ['g14'] } },
       },
     };
-    const r = checkCommunityFile(doc, bare, SECTION_FALLBACKS);
-    const fields = r.problems.map((p) => p.slice(0, p.indexOf(': ')));
+    const r = checkCommunityFile(doc, bare);
+    // Each service lists its own references in its own order; what matters is that none is missing.
+    const fields = r.problems.map((p) => p.slice(0, p.indexOf(': '))).sort();
     expect(fields).toEqual([
       'auth-bridge.hubs.h.allowedGroups[0]',
       'auth-bridge.hubs.h.adminGroups[0]',
@@ -334,11 +333,11 @@ describe('with the four real services', () => {
       'usage-collector.access.managerGroups.g11',
       'usage-collector.access.managerGroups.g11[0]',
       'data-gateway.datasets.d.groups[0]',
-    ]);
+    ].sort());
     // The profile without a slug is known by KubeSpawner's slug of its display name.
     expect(r.problems.join('\n')).toContain('no profile "large" in profile-api.profiles (there are: data-science)');
     // Without a currency of its own, usage-collector names none (today's schema fills in USD).
     const { currency: _c, ...noCurrency } = doc['usage-collector'];
-    expect(checkCommunityFile({ ...doc, 'usage-collector': noCurrency }, bare, SECTION_FALLBACKS).problems.join('\n')).not.toContain('currency');
+    expect(checkCommunityFile({ ...doc, 'usage-collector': noCurrency }, bare).problems.join('\n')).not.toContain('currency');
   });
 });

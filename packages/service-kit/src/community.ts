@@ -95,6 +95,14 @@ export type Community = z.output<typeof communitySchema>;
 /** The community a file without a `community:` section gets. */
 export const DEFAULT_COMMUNITY: Community = communitySchema.parse({ name: 'Hubside' });
 
+/**
+ * One step of a field path in the community file: `.name` for a plain key, `["a.b"]` for a key
+ * that could be misread (dots, spaces, brackets), so every service writes paths the same way.
+ */
+export function fieldKey(key: string): string {
+  return /^[\p{L}\p{N}_@:-]+$/u.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`;
+}
+
 /** What one section names elsewhere; check-config resolves each against the community and the other sections. */
 export interface CommunityReference {
   kind: 'group' | 'profile' | 'dataset' | 'currency';

@@ -33,6 +33,7 @@ export {
   communitySchema,
   coursesTaughtBy,
   currencyCode,
+  fieldKey,
   hubName,
   isCommunityAdmin,
   namedRecord,

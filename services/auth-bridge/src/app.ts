@@ -1,4 +1,4 @@
-import { DEFAULT_COMMUNITY, createServiceApp, schemaFor } from '@hubside/service-kit';
+import { DEFAULT_COMMUNITY, createServiceApp, fieldKey, schemaFor } from '@hubside/service-kit';
 import type { BuildOptions, Community, CommunityReference, ServiceDefinition } from '@hubside/service-kit';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
@@ -58,10 +58,10 @@ export async function buildApp(opts: BuildOptions<AuthBridgeConfig> & { env?: No
 export function references(config: AuthBridgeConfig): CommunityReference[] {
   const out: CommunityReference[] = [];
   for (const [hubName, hub] of Object.entries(config.hubs)) {
-    const at = `auth-bridge.hubs.${hubName}`;
+    const at = `auth-bridge.hubs${fieldKey(hubName)}`;
     hub.allowedGroups.forEach((name, i) => out.push({ kind: 'group', name, field: `${at}.allowedGroups[${i}]` }));
     hub.adminGroups.forEach((name, i) => out.push({ kind: 'group', name, field: `${at}.adminGroups[${i}]` }));
-    for (const [from, name] of Object.entries(hub.groupMap)) out.push({ kind: 'group', name, field: `${at}.groupMap[${JSON.stringify(from)}]` });
+    for (const [from, name] of Object.entries(hub.groupMap)) out.push({ kind: 'group', name, field: `${at}.groupMap${fieldKey(from)}` });
   }
   return out;
 }

@@ -1,4 +1,4 @@
-import { DEFAULT_COMMUNITY, createError, createServiceApp, isCommunityAdmin, schemaFor } from '@hubside/service-kit';
+import { DEFAULT_COMMUNITY, createError, createServiceApp, fieldKey, isCommunityAdmin, schemaFor } from '@hubside/service-kit';
 import type { BuildOptions, Community, CommunityProvides, CommunityReference, ServiceDefinition } from '@hubside/service-kit';
 import { IdentityCache, InvalidTokenError, tokenFromHeader } from '@hubside/hub-client';
 import type { HubIdentity } from '@hubside/hub-client';
@@ -426,7 +426,7 @@ export async function buildApp(
 /** Every group the section names, with where (`data-gateway.datasets.<name>.groups[i]`), for check-config. */
 export function references(config: DataGatewayConfig): CommunityReference[] {
   return Object.entries(config.datasets).flatMap(([name, d]) =>
-    d.groups.map((group, i) => ({ kind: 'group' as const, name: group, field: `data-gateway.datasets.${name}.groups[${i}]` })),
+    d.groups.map((group, i) => ({ kind: 'group' as const, name: group, field: `data-gateway.datasets${fieldKey(name)}.groups[${i}]` })),
   );
 }
 

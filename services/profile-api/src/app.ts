@@ -1,4 +1,4 @@
-import { DEFAULT_COMMUNITY, createServiceApp, schemaFor } from '@hubside/service-kit';
+import { DEFAULT_COMMUNITY, createServiceApp, fieldKey, schemaFor } from '@hubside/service-kit';
 import type { BuildOptions, Community, CommunityProvides, CommunityReference, ServiceDefinition } from '@hubside/service-kit';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
@@ -64,8 +64,8 @@ export function references(config: ProfileApiConfig): CommunityReference[] {
     const at = `profile-api.profiles[${i}]`;
     groups(p.allowed_groups, `${at}.allowed_groups`);
     for (const [name, option] of Object.entries(p.profile_options ?? {})) {
-      for (const [key, choice] of Object.entries(option.choices)) groups(choice.allowed_groups, `${at}.profile_options.${name}.choices.${key}.allowed_groups`);
-      groups(option.unlisted_choice?.allowed_groups, `${at}.profile_options.${name}.unlisted_choice.allowed_groups`);
+      for (const [key, choice] of Object.entries(option.choices)) groups(choice.allowed_groups, `${at}.profile_options${fieldKey(name)}.choices${fieldKey(key)}.allowed_groups`);
+      groups(option.unlisted_choice?.allowed_groups, `${at}.profile_options${fieldKey(name)}.unlisted_choice.allowed_groups`);
     }
   });
   groups(config.adminGroups, 'profile-api.adminGroups');
