@@ -3,9 +3,9 @@
  * ports), clicked through in Chromium by the demo people: log in, start a server from a profile,
  * see usage, the course, the budget, and a community admin's edit taking effect without a restart.
  *
- * Parts of the contract in docs/community-model.md are being built elsewhere (the hub's own
- * /hub/spawn form from profile-api, and `user_options.hubside`). Their assertions are written here
- * already and skip, saying why, until the hub shows that piece.
+ * The seams of docs/community-model.md are asserted across the services: the hub's own /hub/spawn
+ * shows profile-api's form, the pre-spawn hook records `user_options.hubside`, and the price the
+ * spawn page shows is the price the collector bills.
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -208,13 +208,10 @@ describe('npm start, as the demo people see it', () => {
     await page.context().close();
   }, STEP_MS);
 
-  it('bills her session at the price the spawn page showed (user_options.hubside)', async (ctx) => {
+  it('bills her session at the price the spawn page showed (user_options.hubside)', async () => {
     const options = (await server('alice'))?.user_options;
-    if (!options || !('hubside' in options)) {
-      ctx.skip('waits for the pre-spawn hook to record user_options.hubside (docs/community-model.md)');
-      return;
-    }
-    const hubside = options.hubside as { price_per_hour: string; currency: string };
+    expect(options, 'the pre-spawn hook records user_options.hubside').toHaveProperty('hubside');
+    const hubside = options!.hubside as { price_per_hour: string; currency: string };
     const page = await loginAs('alice');
     await page.goto(`${product.url}/services/profile-api/`);
     await expect(page.locator('.profile.selected .price').textContent()).resolves.toContain(Number(hubside.price_per_hour).toFixed(2));
@@ -278,17 +275,10 @@ describe('npm start, as the demo people see it', () => {
     await page.context().close();
   }, STEP_MS);
 
-  it("lets a community admin edit a profile; the student's spawn page follows without a restart", async (ctx) => {
-    const { demo } = product;
-    // grace is a community admin once the community file says so (community.admins); until then the
-    // edit is made by whoever profile-api's own adminGroups name, so the rest is proven either way.
-    const editor = demo.communityAdmins
-      ? 'grace'
-      : demo.people.find((p) => p.groups.some((g) => demo.profileAdminGroups.includes(g)))?.name;
-    if (!editor) {
-      ctx.skip('the community file names no community admins and profile-api no admin groups');
-      return;
-    }
+  it("lets a community admin edit a profile; the student's spawn page follows without a restart", async () => {
+    // grace is a community admin through the community file's community.admins (not a hub admin).
+    expect(product.demo.communityAdmins, 'the example community names its admins').toBeTruthy();
+    const editor = 'grace';
     const page = await loginAs(editor);
     await page.goto(`${product.url}/services/profile-api/`);
     const doc = await fromPage<{ profiles: Array<Record<string, unknown>> }>(page, '/services/profile-api/api/profiles/document');
@@ -314,13 +304,10 @@ describe('npm start, as the demo people see it', () => {
     await student.context().close();
   }, STEP_MS);
 
-  it("offers the hub's own /hub/spawn form from profile-api, and starts the server with the profile picked there", async (ctx) => {
+  it("offers the hub's own /hub/spawn form from profile-api, and starts the server with the profile picked there", async () => {
     const page = await loginAs('bob');
     await page.goto(`${product.url}/hub/spawn`);
-    if ((await page.locator('#spawn_form').count()) === 0) {
-      ctx.skip('waits for the /hub/spawn form from profile-api (c.Spawner.options_form = profiles.options_form)');
-      return;
-    }
+    expect(await page.locator('#spawn_form').count(), "profile-api's form on the hub's /hub/spawn").toBeGreaterThan(0);
     const text = (await page.textContent('#spawn_form')) ?? '';
     for (const p of product.demo.profiles.filter((x) => !x.allowed_groups?.length)) expect(text).toContain(String(p.display_name));
     await page.screenshot({ path: join(SHOTS, 'hub-spawn-form.png'), fullPage: true });
