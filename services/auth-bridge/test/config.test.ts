@@ -113,8 +113,8 @@ describe('what the section names, for check-config', () => {
     expect(references(config)).toEqual([
       { kind: 'group', name: 'students', field: 'auth-bridge.hubs.h.allowedGroups[0]' },
       { kind: 'group', name: 'staff', field: 'auth-bridge.hubs.h.adminGroups[0]' },
-      { kind: 'group', name: 'staff', field: 'auth-bridge.hubs.h.groupMap["uni-a:physics-staff"]' },
-      { kind: 'group', name: 'students', field: 'auth-bridge.hubs.h.groupMap["students"]' },
+      { kind: 'group', name: 'staff', field: 'auth-bridge.hubs.h.groupMap.uni-a:physics-staff' },
+      { kind: 'group', name: 'students', field: 'auth-bridge.hubs.h.groupMap.students' },
     ]);
   });
 });

@@ -315,12 +315,12 @@ describe('the community model (issue 14a, 14d)', () => {
     expect(refs).toEqual(
       expect.arrayContaining([
         { kind: 'group', name: 'physics-101', field: 'usage-collector.budgets.groups.physics-101' },
-        { kind: 'group', name: 'chem', field: 'usage-collector.attribution.groupOrder.0' },
-        { kind: 'group', name: 'ops', field: 'usage-collector.access.adminGroups.0' },
-        { kind: 'group', name: 'bio', field: 'usage-collector.access.managers.prof.0' },
+        { kind: 'group', name: 'chem', field: 'usage-collector.attribution.groupOrder[0]' },
+        { kind: 'group', name: 'ops', field: 'usage-collector.access.adminGroups[0]' },
+        { kind: 'group', name: 'bio', field: 'usage-collector.access.managers.prof[0]' },
         { kind: 'group', name: 'tas', field: 'usage-collector.access.managerGroups.tas' },
-        { kind: 'group', name: 'geo', field: 'usage-collector.access.managerGroups.tas.0' },
-        { kind: 'profile', name: 'large', field: 'usage-collector.rateCards.0.profileHour.large' },
+        { kind: 'group', name: 'geo', field: 'usage-collector.access.managerGroups.tas[0]' },
+        { kind: 'profile', name: 'large', field: 'usage-collector.rateCards[0].profileHour.large' },
         { kind: 'profile', name: 'small', field: 'usage-collector.profiles.small' },
         { kind: 'currency', name: 'EUR', field: 'usage-collector.currency' },
       ]),
