@@ -116,6 +116,9 @@ async function readsAllWork(): Promise<void> {
   }
 }
 
+// Tests that start real single-user servers: minutes, not seconds, on a loaded 2-core machine.
+const SERVER_TEST_MS = 120_000;
+
 describe('settings that would break later reads are refused, in the API and in the file (issue 20.1, 20.2, 14)', () => {
   const base = () => editableOf(resolveConfig(section));
   const card = (over: Record<string, unknown>) => ({ ...base().rateCards[0]!, ...over });
@@ -353,7 +356,7 @@ describe('the price the hub recorded at spawn is the price billed (issue 14b)', 
     const expected = new Decimal('7.20').times(secs(good)).div(3600).plus(new Decimal('1.00').times(secs(bad)).div(3600));
     expect(statement.users[0]!.gross).toBe(expected.toDecimalPlaces(2, Decimal.ROUND_HALF_UP).toFixed(2));
     expect(Number(statement.users[0]!.gross)).toBeGreaterThan(0);
-  });
+  }, SERVER_TEST_MS);
 
   it('records a server whose user_options PostgreSQL could not store as they are (NUL, lone surrogate, huge), and the poll goes on', async () => {
     await hub.startServer('odd', { userOptions: { profile: 'small', note: 'a\u0000b', [`k\u0000`]: '\ud800', deep: { more: ['x\u0000'] } } });
@@ -371,5 +374,5 @@ describe('the price the hub recorded at spawn is the price billed (issue 14b)', 
     await hub.stopServer('odd');
     await hub.stopServer('odd', 'huge');
     await hub.stopServer('alice');
-  });
+  }, SERVER_TEST_MS);
 });
