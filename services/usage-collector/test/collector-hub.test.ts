@@ -346,22 +346,25 @@ describe('statements', () => {
 
 describe('budgets and the pre-spawn hook', () => {
   it('refuses an over-budget user with the message, and lets an under-budget user spawn', async () => {
-    const now = Date.now();
-    // dave ran a large server for 3 hours two days ago: 10.80 EUR over a 5 EUR rolling budget.
+    // dave ran a large server from 09:00 to 12:00 UTC two days ago: 10.80 EUR over a 5 EUR rolling
+    // budget. The hours are fixed: each UTC day's piece of a session is rounded up to the increment
+    // on its own, so a 3-hour session across midnight is billed 181 minutes (CI once ran at 21:04).
+    const today = new Date();
+    const start = Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate(), 9) - 2 * 86_400_000;
     await app.db
       .insertInto('sessions')
       .values({
         user_name: 'dave',
         server_name: '',
-        started: new Date(now - 2 * 86_400_000),
+        started: new Date(start),
         profile: 'large',
         user_options: JSON.stringify({ profile: 'large' }),
         resources: JSON.stringify(config.profiles.large),
         groups: '[]',
-        first_seen: new Date(now - 2 * 86_400_000),
-        last_seen: new Date(now - 2 * 86_400_000 + 3 * 3_600_000),
-        stopped: new Date(now - 2 * 86_400_000 + 3 * 3_600_000),
-        stop_observed: new Date(now - 2 * 86_400_000 + 3 * 3_600_000),
+        first_seen: new Date(start),
+        last_seen: new Date(start + 3 * 3_600_000),
+        stopped: new Date(start + 3 * 3_600_000),
+        stop_observed: new Date(start + 3 * 3_600_000),
         stop_source: 'poll',
       })
       .execute();
